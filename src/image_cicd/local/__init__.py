@@ -1,0 +1,1 @@
+"""The embedded local stack: everything that stands in for AWS on one machine."""

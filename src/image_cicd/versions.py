@@ -1,0 +1,269 @@
+"""Version tags, promotion into a stage repository, and rollback.
+
+Each stage repository gets one immutable version tag per promoted digest (default
+`v<major>.<minor>`: first `v0.1`, then the minor is bumped), and `latest` points at
+the version the stage runs. Computing the next version and moving `latest` happen
+under a per-repository lease, so two promotions never get the same version and
+`latest` never moves backwards except by an explicit rollback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from image_cicd.locks import Locker
+from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.copy import CopyResult, Progress, copy_image, read_image
+
+LATEST = "latest"
+
+
+class VersionError(Exception):
+    """A promotion or rollback that cannot be done as asked; nothing was changed."""
+
+
+class NothingToRollBack(VersionError):
+    pass
+
+
+class VersionNotFound(VersionError):
+    pass
+
+
+class AlreadyAtVersion(VersionError):
+    pass
+
+
+class LatestUntagged(VersionError):
+    """`latest` points at a digest that has no version tag."""
+
+
+class VersionTaken(VersionError):
+    """A version tag exists with another digest (tags were changed outside the lock)."""
+
+
+@dataclass(frozen=True)
+class VersionScheme:
+    """A tag format with `{minor}` and optionally `{major}`, e.g. `v{major}.{minor}`."""
+
+    format: str = "v{major}.{minor}"
+
+    def __post_init__(self) -> None:
+        if "{minor}" not in self.format:
+            raise ValueError(f"version format {self.format!r} needs a {{minor}} field")
+        try:
+            self.render(0, 1)
+        except (KeyError, IndexError, ValueError) as exc:
+            msg = f"version format {self.format!r}: only {{major}} and {{minor}} fields"
+            raise ValueError(msg) from exc
+
+    @property
+    def _pattern(self) -> re.Pattern[str]:
+        parts = re.split(r"(\{major\}|\{minor\})", self.format)
+        regex = "".join(
+            f"(?P<{p[1:-1]}>0|[1-9][0-9]*)" if p in ("{major}", "{minor}") else re.escape(p)
+            for p in parts
+        )
+        return re.compile(f"^{regex}$")
+
+    def render(self, major: int, minor: int) -> str:
+        return self.format.format(major=major, minor=minor)
+
+    def parse(self, tag: str) -> tuple[int, int] | None:
+        match = self._pattern.match(tag)
+        if not match:
+            return None
+        groups = match.groupdict()
+        return int(groups.get("major") or 0), int(groups["minor"])
+
+    def next_after(self, tags: Sequence[str]) -> str:
+        versions = [v for v in (self.parse(t) for t in tags) if v is not None]
+        if not versions:
+            return self.render(0, 1)
+        major, minor = max(versions)
+        return self.render(major, minor + 1)
+
+
+@dataclass(frozen=True)
+class StageState:
+    """What a stage repository holds: version tag -> digest, and `latest`'s digest."""
+
+    repository: str
+    versions: dict[str, str]
+    latest: str | None
+    scheme: VersionScheme
+
+    def ordered(self) -> list[str]:
+        """Version tags, oldest first."""
+        return sorted(self.versions, key=lambda t: self.scheme.parse(t) or (0, 0))
+
+    def version_of(self, digest: str | None) -> str | None:
+        """The newest version tag pointing at `digest`."""
+        tags = [t for t in self.ordered() if self.versions[t] == digest]
+        return tags[-1] if tags else None
+
+    @property
+    def current(self) -> str | None:
+        return self.version_of(self.latest)
+
+
+def read_stage(
+    client: RegistryClient,
+    repository: str,
+    scheme: VersionScheme,
+    latest_tag: str = LATEST,
+    *,
+    workers: int = 8,
+) -> StageState:
+    tags = client.list_tags(repository)
+    wanted = [t for t in tags if scheme.parse(t) is not None]
+    if latest_tag in tags:
+        wanted.append(latest_tag)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        heads = list(pool.map(lambda t: client.head_manifest(repository, t), wanted))
+    digests = {t: h.digest for t, h in zip(wanted, heads, strict=True) if h is not None}
+    latest = digests.pop(latest_tag, None) if latest_tag in tags else None
+    return StageState(repository, digests, latest, scheme)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    repository: str
+    digest: str
+    version: str
+    new_version: bool
+    latest_moved: bool
+    previous_version: str | None
+    previous_digest: str | None
+    copy: CopyResult
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def promote(
+    src: RegistryClient,
+    src_repo: str,
+    digest: str,
+    dst: RegistryClient,
+    dst_repo: str,
+    *,
+    locker: Locker,
+    scheme: VersionScheme | None = None,
+    latest_tag: str = LATEST,
+    mount: bool = True,
+    workers: int = 4,
+    progress: Progress | None = None,
+) -> Promotion:
+    """Copy `src_repo@digest` into `dst_repo`, give it a version, move `latest` to it.
+
+    The content is copied before the lock is taken (it can take long and is safe to
+    repeat); only reading the tags, tagging and moving `latest` happen under it.
+    """
+    scheme = scheme or VersionScheme()
+    image = read_image(src, src_repo, digest)
+    copied = copy_image(
+        src,
+        src_repo,
+        digest,
+        dst,
+        dst_repo,
+        mount=mount,
+        workers=workers,
+        progress=progress,
+        image=image,
+    )
+    with locker.hold(dst_repo) as lease:
+        state = read_stage(dst, dst_repo, scheme, latest_tag)
+        version = state.version_of(digest)
+        new_version = version is None
+        if version is None:
+            version = scheme.next_after(list(state.versions))
+            taken = dst.head_manifest(dst_repo, version)
+            if taken is not None:
+                raise VersionTaken(f"{dst_repo}:{version} already exists ({taken.digest})")
+            lease.check()
+            dst.put_manifest(dst_repo, version, image.root)
+        current = state.current
+        forward = current is None or _key(scheme, version) >= _key(scheme, current)
+        move = state.latest != digest and forward
+        if move:
+            lease.check()
+            dst.put_manifest(dst_repo, latest_tag, image.root)
+    return Promotion(
+        repository=dst_repo,
+        digest=digest,
+        version=version,
+        new_version=new_version,
+        latest_moved=move,
+        previous_version=current,
+        previous_digest=state.latest,
+        copy=copied,
+    )
+
+
+def _key(scheme: VersionScheme, tag: str) -> tuple[int, int]:
+    return scheme.parse(tag) or (-1, -1)
+
+
+@dataclass(frozen=True)
+class Rollback:
+    repository: str
+    from_version: str
+    to_version: str
+    digest: str
+
+    @property
+    def message(self) -> str:
+        return f"Rollback from {self.from_version} to {self.to_version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "message": self.message}
+
+
+def rollback(
+    client: RegistryClient,
+    repository: str,
+    *,
+    locker: Locker,
+    to: str | None = None,
+    scheme: VersionScheme | None = None,
+    latest_tag: str = LATEST,
+) -> Rollback:
+    """Move `latest` to the version before the one it points at now (or to `to`).
+
+    Nothing is deleted; a second rollback goes one version further back.
+    """
+    scheme = scheme or VersionScheme()
+    if to is not None and scheme.parse(to) is None:
+        raise VersionNotFound(f"{to!r} is not a version tag (format {scheme.format})")
+    with locker.hold(repository) as lease:
+        state = read_stage(client, repository, scheme, latest_tag)
+        if state.latest is None:
+            raise NothingToRollBack(f"{repository} has no {latest_tag!r} tag: nothing runs there")
+        current = state.current
+        if current is None:
+            raise LatestUntagged(
+                f"{repository}:{latest_tag} points at {state.latest}, which has no version tag; "
+                f"roll back to a named version with --to"
+            )
+        if to is not None:
+            if to not in state.versions:
+                known = ", ".join(state.ordered()) or "none"
+                raise VersionNotFound(f"{repository} has no version {to} (versions: {known})")
+            if state.versions[to] == state.latest:
+                raise AlreadyAtVersion(f"{repository}:{latest_tag} is already at {to}")
+            target = to
+        else:
+            older = [v for v in state.ordered() if _key(scheme, v) < _key(scheme, current)]
+            if not older:
+                raise NothingToRollBack(f"{repository} is at {current}: no older version")
+            target = older[-1]
+        manifest = client.get_manifest(repository, state.versions[target])
+        lease.check()
+        client.put_manifest(repository, latest_tag, manifest)
+    return Rollback(repository, current, target, manifest.digest)

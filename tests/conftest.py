@@ -1,0 +1,101 @@
+"""Shared fixtures: real docker-registry servers, a token server, a fault proxy."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import BasicRegistry, TokenRegistry
+from support.fault_proxy import FaultProxy
+from support.token_server import TokenServer
+
+from image_cicd.local.registry import RegistryServer, TokenAuth
+
+USERNAME = "ci-user"
+PASSWORD = "ci-password-1"
+
+
+def _registry_children() -> list[tuple[int, str]]:
+    """(pid, command line) of live docker-registry children of this process."""
+    found = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state, ppid, ...
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == me and state != "Z" and "docker-registry" in cmdline:
+            found.append((int(entry.name), cmdline.strip()))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_registry_left_running() -> Iterator[None]:
+    yield
+    leftovers = _registry_children()
+    for pid, _ in leftovers:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    if leftovers:
+        pytest.fail(
+            "docker-registry processes started by the tests were still running at session "
+            f"end (killed now): {leftovers}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """A fresh anonymous registry."""
+    with RegistryServer(tmp_path / "registry") as server:
+        yield server
+
+
+@pytest.fixture
+def registry_pair(tmp_path: Path) -> Iterator[tuple[RegistryServer, RegistryServer]]:
+    """Two independent anonymous registries."""
+    with (
+        RegistryServer(tmp_path / "registry-a") as first,
+        RegistryServer(tmp_path / "registry-b") as second,
+    ):
+        yield first, second
+
+
+@pytest.fixture
+def basic_registry(tmp_path: Path) -> Iterator[BasicRegistry]:
+    """A registry with Basic auth for one user."""
+    with RegistryServer(tmp_path / "registry", users={USERNAME: PASSWORD}) as server:
+        yield BasicRegistry(server, USERNAME, PASSWORD)
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[TokenRegistry]:
+    """A registry with Bearer token auth, and the token server that issues its tokens."""
+    with TokenServer({USERNAME: PASSWORD}) as token_server:
+        bundle = token_server.write_rootcertbundle(tmp_path / "token-root.pem")
+        auth = TokenAuth(token_server.realm, token_server.service, token_server.issuer, bundle)
+        with RegistryServer(tmp_path / "registry", token_auth=auth) as server:
+            yield TokenRegistry(server, token_server, USERNAME, PASSWORD)
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
+    """Factory: ``fault_proxy(upstream_url, fault_rate=..., kinds=..., seed=...)``."""
+    started: list[FaultProxy] = []
+
+    def make(upstream: str, **options: Any) -> FaultProxy:
+        proxy = FaultProxy(upstream, **options).start()
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        proxy.stop()

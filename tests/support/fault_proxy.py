@@ -1,0 +1,278 @@
+"""A reverse proxy in front of a registry that injects faults, for resilience tests.
+
+A seeded fraction (``fault_rate``) of requests gets HTTP 500, HTTP 429 (``Retry-After:
+0``) or a dropped connection; the rest are forwarded with bodies streamed in chunks
+both ways. :meth:`FaultProxy.down` fails every request until :meth:`FaultProxy.up`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import random
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal, Self
+
+FaultKind = Literal["500", "503", "429", "drop"]
+CHUNK = 64 * 1024
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Connections dropped on purpose (or by the client) are expected here."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
+class FaultProxy:
+    """Forwards to ``upstream`` (``http://host:port``); see the module docstring.
+
+    Counters: ``injected_500``, ``injected_503``, ``injected_429``, ``injected_drop``
+    (faults, including those from ``down()``), ``forwarded`` and ``requests`` (all);
+    ``faults`` lists ``(method, path, kind)`` of every injected fault.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        fault_rate: float = 0.0,
+        kinds: Sequence[FaultKind] = ("500", "429", "drop"),
+        seed: int = 0,
+        timeout: float = 60.0,
+    ) -> None:
+        url = urllib.parse.urlsplit(upstream)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"upstream must be an http(s) base URL, got {upstream!r}")
+        self.upstream = f"{url.scheme}://{url.netloc}"
+        self._upstream_url = url
+        self.fault_rate = fault_rate
+        self.kinds = tuple(kinds)
+        self.timeout = timeout
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._down: FaultKind | None = None
+        self.injected_500 = 0
+        self.injected_503 = 0
+        self.injected_429 = 0
+        self.injected_drop = 0
+        self.forwarded = 0
+        self.requests = 0
+        self.faults: list[tuple[str, str, FaultKind]] = []
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        port: int = self._httpd.server_address[1]
+        return port
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def injected(self) -> int:
+        return self.injected_500 + self.injected_503 + self.injected_429 + self.injected_drop
+
+    def down(self, kind: FaultKind = "503") -> None:
+        """Fail every request with ``kind`` until :meth:`up`."""
+        self._down = kind
+
+    def up(self) -> None:
+        self._down = None
+
+    def start(self) -> Self:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, args=(0.05,), name="fault-proxy", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _choose(self, method: str, path: str) -> FaultKind | None:
+        """The fault for this request, if any, and count it (deterministic per seed)."""
+        with self._lock:
+            self.requests += 1
+            kind = self._down
+            if kind is None and self.kinds and self._random.random() < self.fault_rate:
+                kind = self._random.choice(self.kinds)
+            if kind is None:
+                self.forwarded += 1
+                return None
+            attribute = f"injected_{kind}"
+            setattr(self, attribute, getattr(self, attribute) + 1)
+            self.faults.append((method, path, kind))
+            return kind
+
+    def _connect(self) -> http.client.HTTPConnection:
+        url = self._upstream_url
+        if url.scheme == "https":
+            return http.client.HTTPSConnection(url.hostname or "", url.port, timeout=self.timeout)
+        return http.client.HTTPConnection(url.hostname or "", url.port, timeout=self.timeout)
+
+    def _rewrite_location(self, value: str) -> str:
+        if value.startswith(self.upstream):
+            return self.url + value[len(self.upstream) :]
+        return value
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes
+            timeout = 120  # idle keep-alive connections end eventually
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _request_body(self) -> Iterator[bytes] | None:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    return self._read_chunked()
+                length = int(self.headers.get("Content-Length") or 0)
+                return self._read_length(length) if length else None
+
+            def _read_length(self, remaining: int) -> Iterator[bytes]:
+                while remaining > 0:
+                    data = self.rfile.read(min(CHUNK, remaining))
+                    if not data:
+                        raise ConnectionError("client closed the request body early")
+                    remaining -= len(data)
+                    yield data
+
+            def _read_chunked(self) -> Iterator[bytes]:
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return
+                    yield from self._read_length(size)
+                    self.rfile.readline()
+
+            def _fault(self, kind: FaultKind, body: Iterator[bytes] | None) -> None:
+                if kind == "drop":
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                for _ in body or ():
+                    pass  # drain so the connection stays usable
+                status = int(kind)
+                data = f'{{"errors":[{{"code":"INJECTED","message":"fault {kind}"}}]}}'.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if status in (429, 503):
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self) -> None:
+                body = self._request_body()
+                kind = proxy._choose(self.command, self.path)
+                if kind is not None:
+                    self._fault(kind, body)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                upstream = proxy._connect()
+                try:
+                    try:
+                        upstream.connect()
+                        upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        upstream.putrequest(self.command, self.path, skip_accept_encoding=True)
+                        for key, value in headers.items():
+                            upstream.putheader(key, value)
+                        chunked = body is not None and "Content-Length" not in self.headers
+                        if chunked:
+                            upstream.putheader("Transfer-Encoding", "chunked")
+                        upstream.endheaders()
+                        for data in body or ():
+                            if chunked:
+                                upstream.send(b"%x\r\n%b\r\n" % (len(data), data))
+                            else:
+                                upstream.send(data)
+                        if chunked:
+                            upstream.send(b"0\r\n\r\n")
+                        response = upstream.getresponse()
+                    except OSError as error:
+                        data = f"upstream unreachable: {error}".encode()
+                        self.send_response(502)
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return
+                    self._relay(response)
+                finally:
+                    upstream.close()
+
+            def _relay(self, response: http.client.HTTPResponse) -> None:
+                self.send_response_only(response.status, response.reason)
+                length = response.getheader("Content-Length")
+                no_body = self.command == "HEAD" or response.status in (204, 304)
+                for key, value in response.getheaders():
+                    if key.lower() in HOP_BY_HOP:
+                        continue
+                    if key.lower() == "location":
+                        value = proxy._rewrite_location(value)
+                    self.send_header(key, value)
+                chunked = not no_body and length is None
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                if no_body:
+                    return
+                while data := response.read(CHUNK):
+                    self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        return Handler
