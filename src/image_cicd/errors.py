@@ -1,8 +1,41 @@
-"""The errors a person can cause or fix: reported as one line by the CLI."""
+"""Named errors of the workflow.
+
+The class name is the error name Step Functions sees (a Lambda's `errorType`), so
+the state machines Retry and Catch on exactly these names.
+"""
 
 from __future__ import annotations
 
 from image_cicd.registry.errors import RegistryError
 from image_cicd.versions import VersionError
 
-USER_ERRORS: tuple[type[Exception], ...] = (RegistryError, VersionError, ValueError)
+
+class WorkflowError(Exception):
+    """A promotion step that cannot go on; the message says why."""
+
+
+class ConfigurationError(WorkflowError):
+    pass
+
+
+class RepositoryNotConfigured(WorkflowError):
+    pass
+
+
+class ImageNotFound(WorkflowError):
+    pass
+
+
+class BadInput(WorkflowError):
+    pass
+
+
+class TestsFailed(WorkflowError):
+    __test__ = False  # not a pytest class
+
+
+class ScanInProgress(WorkflowError):
+    """The ECR scan has not finished; the state machine retries."""
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (RegistryError, VersionError, WorkflowError, ValueError)

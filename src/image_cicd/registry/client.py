@@ -160,14 +160,16 @@ class RegistryClient:
                 continue
             if resp.status_code in ok or (allow_404 and resp.status_code == 404):
                 return resp
-            if resp.status_code in _TRANSIENT_STATUS and attempt + 1 < attempts:
+            if resp.status_code in _TRANSIENT_STATUS:
                 last = _StatusError(resp)
                 resp.close()
                 continue
-            body = resp.content
-            raise error_from_response(resp.status_code, body, f"{method} {context}")
-        if isinstance(last, _StatusError):
-            raise error_from_response(last.status, last.body, f"{method} {context}")
+            raise error_from_response(resp.status_code, resp.content, f"{method} {context}")
+        if isinstance(last, _StatusError):  # 429 or 5xx every time: try again later
+            cause = error_from_response(last.status, last.body, f"{method} {context}")
+            raise RegistryUnavailable(
+                f"{cause.message} (HTTP {last.status}, {attempts} attempt(s))", status=last.status
+            )
         raise RegistryUnavailable(
             f"{method} {context}: {self.host} did not answer after {attempts} attempts "
             f"({_reason(last)})"

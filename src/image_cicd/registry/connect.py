@@ -62,3 +62,17 @@ def client_for(
     if ecr:  # ECR takes layer parts of at most 20 MiB through the Docker API
         options.setdefault("upload_chunk_size", 16 << 20)
     return RegistryClient.for_host(host, insecure=insecure, credentials=provider, **options)
+
+
+def registry_from_url(url: str, ecr_client: Any = None, **options: Any) -> RegistryClient:
+    """The stage registry of a deployment: `url`, or (empty) this account's Amazon ECR."""
+    if url:
+        return RegistryClient(url, **options)
+    if ecr_client is None:
+        import boto3
+
+        ecr_client = boto3.client("ecr")
+    credentials = EcrCredentials(ecr_client)
+    credentials()  # learns the endpoint (https://<account>.dkr.ecr.<region>.amazonaws.com)
+    options.setdefault("upload_chunk_size", 16 << 20)
+    return RegistryClient(credentials.endpoint, credentials=credentials, **options)

@@ -1,0 +1,147 @@
+"""Typed models shared by the core, the handlers and the CLI.
+
+Times are timezone-aware and normalised to UTC; in JSON they are ISO-8601 strings
+with a fixed width (``2026-01-31T12:00:00.000000Z``) so they sort as text.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+)
+
+Stage = Literal["TEST", "PROD"]
+ApprovalStatus = Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED"]
+Decision = Literal["APPROVED", "REJECTED"]
+Outcome = Literal["RUNNING", "SUCCEEDED", "FAILED", "REJECTED", "EXPIRED"]
+ReleaseKind = Literal["PROMOTION", "ROLLBACK"]
+
+
+def iso(value: datetime) -> str:
+    """Fixed-width ISO-8601 UTC text (sorts lexicographically in time order)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime; pass a timezone-aware one")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(iso, return_type=str, when_used="json"),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ImageRef(_Model):
+    """An image a stage runs: its digest and version tag (if it has one)."""
+
+    digest: str
+    version: str | None = None
+
+
+class CheckResult(_Model):
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+class TestResults(_Model):
+    """Summary of the tests run against the TEST image."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    passed: bool
+    summary: str = ""
+    checks: list[CheckResult] = Field(default_factory=list)
+    duration_seconds: float | None = None
+
+
+class ApprovalRequest(_Model):
+    """One human approval a promotion waits for.
+
+    ``repository`` is the source stage repository (``ecr-dev/repo-1``),
+    ``target_repository`` the one the image goes to, ``version`` the version tag it
+    will get there and ``current`` what the target stage runs now. The Step
+    Functions task token and the CSRF secret are secrets: they never appear in
+    ``repr``/``str`` or in ``model_dump(mode="json")``.
+    """
+
+    approval_id: str
+    execution: str
+    stage: Stage
+    repository: str
+    target_repository: str
+    digest: str
+    version: str | None = None
+    current: ImageRef | None = None
+    tests: TestResults | None = None
+    status: ApprovalStatus = "PENDING"
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
+    task_token: SecretStr = Field(repr=False)
+    csrf_secret: SecretStr = Field(repr=False)
+    decided_by: str | None = None
+    decided_at: UtcDatetime | None = None
+    comment: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.status == "EXPIRED" or (self.status == "PENDING" and now >= self.expires_at)
+
+
+class ApprovalRecord(_Model):
+    """A decision as kept in the promotion's audit trail."""
+
+    approval_id: str
+    stage: Stage
+    decision: ApprovalStatus
+    approver: str | None = None
+    comment: str | None = None
+    decided_at: UtcDatetime | None = None
+
+
+class Promotion(_Model):
+    """One run of the promotion workflow for one image.
+
+    ``repository`` is the repository *name* without stage prefix (``repo-1``).
+    """
+
+    execution: str
+    repository: str
+    digest: str
+    started_at: UtcDatetime
+    test_version: str | None = None
+    prod_version: str | None = None
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    tests: TestResults | None = None
+    outcome: Outcome = "RUNNING"
+    reason: str | None = None
+    finished_at: UtcDatetime | None = None
+
+
+class Release(_Model):
+    """What a PROD repository's ``latest`` was moved to, when and why."""
+
+    repository: str  # the PROD repository, e.g. ecr-prod/repo-1
+    version: str
+    digest: str
+    at: UtcDatetime
+    execution: str | None = None
+    kind: ReleaseKind = "PROMOTION"
