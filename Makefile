@@ -5,6 +5,8 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 PYTEST_ARGS ?=
 
+PY312 ?= $(shell command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)
+
 .PHONY: all deps system-deps test lint bench demo build clean
 
 all: lint test
@@ -31,6 +33,17 @@ lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@for f in functions/*/app.py; do MYPYPATH=src $(BIN)/mypy --strict --no-error-summary $$f || exit 1; done
+	scripts/lint-infra.sh
+
+.venv-sam/bin/sam:
+	@test -n "$(PY312)" || { echo "sam build needs a python3.12 interpreter"; exit 1; }
+	$(PY312) -m venv .venv-sam
+	.venv-sam/bin/pip install -q aws-sam-cli
+
+# sam build: the functions and the core layer for the python3.12 Lambda runtime.
+build: .venv-sam/bin/sam
+	PATH="$(dir $(PY312)):$$PATH" SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} .venv-sam/bin/sam build
 
 bench: deps
 	$(BIN)/python bench/bench.py

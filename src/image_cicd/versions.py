@@ -222,7 +222,13 @@ class Rollback:
         return f"Rollback from {self.from_version} to {self.to_version}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "message": self.message}
+        return {
+            "repository": self.repository,
+            "from": self.from_version,
+            "to": self.to_version,
+            "digest": self.digest,
+            "message": self.message,
+        }
 
 
 def rollback(

@@ -11,6 +11,7 @@ name from a JSON file that the parent rewrites (atomically) whenever it register
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -94,6 +95,13 @@ def install(registry: FunctionRegistry, runtime: LocalLambdaRuntime) -> None:
             }
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps(error).encode()
+        # The Lambda API holds the configuration (update_function_configuration
+        # applies, as on AWS); the spec says where the code is.
+        spec = dataclasses.replace(
+            spec,
+            environment={str(k): str(v) for k, v in (fn.environment_vars or {}).items()},
+            timeout_seconds=float(fn.timeout or spec.timeout_seconds),
+        )
         if invocation_type == "Event":
             threading.Thread(
                 target=runtime.invoke,

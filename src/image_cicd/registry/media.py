@@ -17,7 +17,7 @@ MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 ACCEPT = ", ".join(MANIFEST_TYPES)
 
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 
 def sha256_digest(data: bytes) -> str:
@@ -25,7 +25,7 @@ def sha256_digest(data: bytes) -> str:
 
 
 def is_digest(value: str) -> bool:
-    return bool(_DIGEST.match(value))
+    return bool(_DIGEST.fullmatch(value))
 
 
 def check_digest(value: str) -> str:

@@ -1,0 +1,29 @@
+"""Wait for approval: record the request (task token in the ledger) and publish its link.
+
+The task token is never logged: the event is not logged and the model hides it.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from image_cicd.plan import ApprovalTask
+from image_cicd.wiring import services
+from image_cicd.workflow import request_approval
+
+logger, tracer, metrics = Logger(), Tracer(), Metrics()
+
+
+@logger.inject_lambda_context(correlation_id_path="execution")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = parse(event=event, model=ApprovalTask)
+    tests = task.tests.results() if task.tests else None
+    request = request_approval(services(), task.plan, task.stage, task.task_token, tests=tests)
+    logger.info(
+        "approval requested", extra={"stage": task.stage, "expires_at": request["expires_at"]}
+    )
+    return {"approval_id": request["approval_id"], "expires_at": request["expires_at"]}

@@ -1,0 +1,268 @@
+"""Tests of the TEST image: built-in checks, then the repository's own test machine.
+
+Built-in checks read the image through the registry (config blobs, sizes) and, for
+the scan gate, ECR's scan findings. The repository's test state machine is started
+and then polled by the promotion state machine (a Wait/Choice loop), which runs on
+AWS and on the local engine alike — `states:startExecution.sync:2` does not run
+locally.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Protocol
+
+from image_cicd.config import RepositoryTests
+from image_cicd.errors import ScanInProgress
+from image_cicd.models import CheckResult
+from image_cicd.plan import Plan, StageCopy, TestRun
+from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.copy import read_image
+
+SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
+_ROOT_USERS = {"", "root", "0", "0:0", "root:root"}
+
+
+class ScanFindings(Protocol):
+    def severity_counts(self, repository: str, digest: str) -> dict[str, int] | None:
+        """Findings per severity; None when no scan is available; ScanInProgress."""
+
+
+class EcrScanFindings:
+    """Amazon ECR's `DescribeImageScanFindings` (basic or enhanced scanning)."""
+
+    _UNAVAILABLE = (
+        "ScanNotFoundException",
+        "ImageNotFoundException",
+        "RepositoryNotFoundException",
+    )
+
+    def __init__(self, ecr_client: Any) -> None:
+        self._ecr = ecr_client
+
+    def severity_counts(self, repository: str, digest: str) -> dict[str, int] | None:
+        try:
+            found = self._ecr.describe_image_scan_findings(
+                repositoryName=repository, imageId={"imageDigest": digest}
+            )
+        except self._ecr.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in self._UNAVAILABLE:
+                return None
+            raise
+        status = found.get("imageScanStatus", {}).get("status", "")
+        if status in ("IN_PROGRESS", "PENDING"):
+            raise ScanInProgress(f"the scan of {repository}@{digest[:19]} is still running")
+        if status not in ("COMPLETE", "ACTIVE"):
+            return None
+        counts = found.get("imageScanFindings", {}).get("findingSeverityCounts", {})
+        return {str(k): int(v) for k, v in counts.items()}
+
+
+class TestMachines(Protocol):
+    """Start and look at a repository's test state machine executions."""
+
+    def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str: ...
+
+    def status(self, execution_arn: str) -> tuple[str, str]:
+        """(RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED, error or output text)."""
+        ...
+
+
+class StepFunctionsTestMachines:
+    def __init__(self, sfn_client: Any) -> None:
+        self._sfn = sfn_client
+
+    def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
+        try:
+            started = self._sfn.start_execution(
+                stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
+            )
+        except self._sfn.exceptions.ExecutionAlreadyExists:  # a retried start
+            region_account = state_machine_arn.split(":stateMachine:")[0]
+            machine = state_machine_arn.rsplit(":", 1)[-1]
+            return f"{region_account}:execution:{machine}:{name}".replace(":states:", ":states:", 1)
+        return str(started["executionArn"])
+
+    def status(self, execution_arn: str) -> tuple[str, str]:
+        found = self._sfn.describe_execution(executionArn=execution_arn)
+        status = str(found["status"])
+        detail = found.get("error") or found.get("cause") or found.get("output") or ""
+        return status, str(detail)
+
+
+def builtin_checks(
+    registry: RegistryClient,
+    repository: str,
+    digest: str,
+    config: RepositoryTests,
+    scans: ScanFindings,
+) -> list[CheckResult]:
+    """Run every configured check against `repository@digest`; never raises on a
+    failed check (it is reported), only on a registry or scan error."""
+    image = read_image(registry, repository, digest)
+    results = [
+        CheckResult(
+            name="content",
+            passed=True,
+            detail=(
+                f"{len(image.manifests)} manifest(s), {len(image.blobs)} blob(s), digests verified"
+            ),
+        )
+    ]
+    platform_manifests = list(image.children) or [image.root]
+    configs = []
+    for manifest in platform_manifests:
+        descriptor = manifest.config
+        if descriptor is not None:
+            configs.append(json.loads(registry.get_blob(repository, descriptor.digest)))
+    platforms = image.root.platforms or [
+        f"{c.get('os', '?')}/{c.get('architecture', '?')}" for c in configs
+    ]
+    if config.platforms:
+        missing = sorted(set(config.platforms) - set(platforms))
+        results.append(
+            CheckResult(
+                name="platforms",
+                passed=not missing,
+                detail=f"has {', '.join(platforms)}"
+                + (f"; missing {', '.join(missing)}" if missing else ""),
+            )
+        )
+    if config.max_size_mb is not None:
+        size_mb = image.size / 1e6
+        results.append(
+            CheckResult(
+                name="size",
+                passed=size_mb <= config.max_size_mb,
+                detail=f"{size_mb:.1f} MB (limit {config.max_size_mb:g} MB)",
+            )
+        )
+    for label in config.labels:
+        without = [
+            p
+            for p, c in zip(platforms, configs, strict=False)
+            if label not in ((c.get("config") or {}).get("Labels") or {})
+        ]
+        results.append(
+            CheckResult(
+                name=f"label {label}",
+                passed=not without,
+                detail="present" if not without else f"missing on {', '.join(without)}",
+            )
+        )
+    if config.non_root:
+        users = {str((c.get("config") or {}).get("User") or "") for c in configs}
+        root = sorted(u or "(unset)" for u in users if u in _ROOT_USERS)
+        results.append(
+            CheckResult(
+                name="non-root user",
+                passed=not root,
+                detail=f"user {', '.join(sorted(users))}" if not root else f"runs as {root[0]}",
+            )
+        )
+    if config.scan is not None:
+        results.append(_scan_check(scans, repository, digest, config))
+    return results
+
+
+def _scan_check(
+    scans: ScanFindings, repository: str, digest: str, config: RepositoryTests
+) -> CheckResult:
+    assert config.scan is not None
+    counts = scans.severity_counts(repository, digest)
+    if counts is None:
+        allowed = config.scan.unavailable == "pass"
+        return CheckResult(
+            name="scan findings",
+            passed=allowed,
+            detail="no scan available for this image; policy: " + ("pass" if allowed else "fail"),
+        )
+    over = [
+        f"{severity} {counts.get(severity, 0)} > {limit}"
+        for severity, limit in sorted(config.scan.max.items())
+        if counts.get(severity, 0) > limit
+    ]
+    found = ", ".join(f"{s} {counts[s]}" for s in SEVERITIES if counts.get(s)) or "none"
+    return CheckResult(
+        name="scan findings",
+        passed=not over,
+        detail=f"findings: {found}" + (f"; over the limit: {'; '.join(over)}" if over else ""),
+    )
+
+
+def start_tests(
+    plan: Plan,
+    copy: StageCopy,
+    config: RepositoryTests,
+    registry: RegistryClient,
+    scans: ScanFindings,
+    machines: TestMachines,
+    *,
+    image_uri: str,
+    now: float | None = None,
+) -> TestRun:
+    """Built-in checks; if they pass and the repository has a test machine, start it."""
+    started = time.time() if now is None else now
+    checks = builtin_checks(registry, copy.repository, copy.digest, config, scans)
+    failed = [c for c in checks if not c.passed]
+    if failed or not config.state_machine_arn:
+        return _finished(checks, started, now)
+    execution_arn = machines.start(
+        config.state_machine_arn,
+        f"{plan.execution}-tests"[:80],
+        {
+            "repository": copy.repository,
+            "digest": copy.digest,
+            "version": copy.version,
+            "image": image_uri,
+            "execution": plan.execution,
+        },
+    )
+    return TestRun(
+        passed=False,
+        status="RUNNING",
+        summary="built-in checks passed; test state machine running",
+        checks=checks,
+        execution_arn=execution_arn,
+        poll_seconds=config.poll_seconds,
+        started_at=started,
+    )
+
+
+def poll_tests(
+    run: TestRun, machines: TestMachines, *, timeout_seconds: float, now: float | None = None
+) -> TestRun:
+    """Look at the running test machine once; RUNNING until it ends or times out."""
+    assert run.execution_arn is not None
+    now = time.time() if now is None else now
+    status, detail = machines.status(run.execution_arn)
+    if status == "RUNNING" and now - run.started_at < timeout_seconds:
+        return run
+    if status == "RUNNING":
+        detail = f"still running after {timeout_seconds:g} s"
+        status = "TIMED_OUT"
+    check = CheckResult(
+        name="test state machine",
+        passed=status == "SUCCEEDED",
+        detail=f"{status.lower()}: {detail[:500]}" if status != "SUCCEEDED" else "succeeded",
+    )
+    return _finished([*run.checks, check], run.started_at, now)
+
+
+def _finished(checks: list[CheckResult], started: float, now: float | None) -> TestRun:
+    failed = [c for c in checks if not c.passed]
+    summary = (
+        f"{len(checks)} check(s) passed"
+        if not failed
+        else "failed: " + "; ".join(f"{c.name} ({c.detail})" for c in failed)
+    )
+    ended = time.time() if now is None else now
+    return TestRun(
+        passed=not failed,
+        status="FAILED" if failed else "PASSED",
+        summary=summary,
+        checks=checks,
+        duration_seconds=round(ended - started, 3),
+        started_at=started,
+    )

@@ -1,0 +1,468 @@
+"""Deploy `template.yaml` onto the embedded stack, through the service APIs.
+
+moto's CloudFormation cannot do it (no CodePipeline, no HTTP APIs, no
+DefinitionSubstitutions, state machines invisible to the executing mode), so this
+reads the template itself: expands `Fn::ForEach` for the given parameters, resolves
+the intrinsic functions, and creates each resource of a type it knows. A type with
+no local counterpart is listed with the reason; a type it does not know is reported
+by name — never skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from image_cicd.local.aws import LocalAws
+from image_cicd.local.lambda_runtime import FunctionSpec
+from image_cicd.template import expand, load_template, parameter_values
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+# Types that exist on AWS for reasons the local stack does not have.
+NOT_NEEDED = {
+    "AWS::IAM::Role": "the local stack enforces no IAM (the policies are checked by tests/infra)",
+    "AWS::Logs::LogGroup": "logs are files in the state directory",
+    "AWS::S3::Bucket": "the pipeline runner keeps imageDetail.json in the state directory",
+    "AWS::S3::BucketPolicy": "no S3 locally",
+    "AWS::Lambda::Permission": "the local stack enforces no resource policies",
+}
+CREATED = (
+    "AWS::DynamoDB::Table",
+    "AWS::SNS::Topic",
+    "AWS::SNS::Subscription",
+    "AWS::Serverless::LayerVersion",
+    "AWS::Serverless::Function",
+    "AWS::Serverless::StateMachine",
+    "AWS::Serverless::HttpApi",
+    "AWS::Events::Rule",
+    "AWS::CodePipeline::Pipeline",
+)
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+@dataclass
+class Pipeline:
+    """What the local pipeline runner needs from a CodePipeline definition."""
+
+    name: str
+    source_repository: str
+    image_tag: str
+    state_machine_arn: str
+    execution_name_prefix: str
+    input_file: str
+    execution_mode: str
+
+
+@dataclass
+class Rule:
+    name: str
+    event_pattern: dict[str, Any]
+    pipeline: str  # the target pipeline's name
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # /approvals/{id}
+    function: str  # function name
+
+
+@dataclass
+class Deployment:
+    """What the deployer created, by logical id, and the stack's outputs."""
+
+    stack_name: str
+    parameters: dict[str, Any]
+    tables: dict[str, str] = field(default_factory=dict)
+    topics: dict[str, str] = field(default_factory=dict)
+    subscriptions: dict[str, str] = field(default_factory=dict)
+    layers: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, str] = field(default_factory=dict)
+    state_machines: dict[str, str] = field(default_factory=dict)
+    http_apis: dict[str, list[Route]] = field(default_factory=dict)
+    rules: dict[str, Rule] = field(default_factory=dict)
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    not_needed: dict[str, str] = field(default_factory=dict)
+    unsupported: dict[str, str] = field(default_factory=dict)
+    skipped_by_condition: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def created(self) -> set[str]:
+        return {
+            *self.tables,
+            *self.topics,
+            *self.subscriptions,
+            *self.layers,
+            *self.functions,
+            *self.state_machines,
+            *self.http_apis,
+            *self.rules,
+            *self.pipelines,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Deployment:
+        raw = dict(data)
+        raw["http_apis"] = {
+            k: [Route(**r) for r in routes] for k, routes in raw.get("http_apis", {}).items()
+        }
+        raw["rules"] = {k: Rule(**r) for k, r in raw.get("rules", {}).items()}
+        raw["pipelines"] = {k: Pipeline(**p) for k, p in raw.get("pipelines", {}).items()}
+        return cls(**raw)
+
+
+class _Resolver:
+    """Evaluates the intrinsic functions the template uses, against local values."""
+
+    def __init__(
+        self,
+        template: Mapping[str, Any],
+        params: Mapping[str, Any],
+        stack_name: str,
+        refs: Mapping[str, str],
+        attrs: Mapping[tuple[str, str], str],
+    ) -> None:
+        self.params = params
+        self.refs = refs
+        self.attrs = attrs
+        self.pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::StackName": stack_name,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": None,
+        }
+        self.conditions: dict[str, bool] = {}
+        for name, expr in (template.get("Conditions") or {}).items():
+            self.conditions[name] = bool(self.value(expr))
+
+    def ref(self, name: str) -> Any:
+        for table in (self.params, self.pseudo, self.refs):
+            if name in table:
+                return table[name]
+        raise DeployError(f"Ref to unknown name {name!r}")
+
+    def value(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [v for v in (self.value(n) for n in node) if v is not _NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            ((key, arg),) = node.items()
+            handler = self._functions.get(key)
+            if handler is not None:
+                return handler(self, arg)
+        out = {}
+        for key, val in node.items():
+            resolved = self.value(val)
+            if resolved is not _NO_VALUE:
+                out[key] = resolved
+        return out
+
+    def _ref(self, arg: Any) -> Any:
+        value = self.ref(str(self.value(arg)))
+        return _NO_VALUE if value is None else value
+
+    def _get_att(self, arg: Any) -> Any:
+        if isinstance(arg, str):
+            arg = arg.split(".", 1)
+        logical, attr = str(self.value(arg[0])), str(self.value(arg[1]))
+        try:
+            return self.attrs[(logical, attr)]
+        except KeyError:
+            raise DeployError(f"Fn::GetAtt {logical}.{attr} has no local value") from None
+
+    def _sub(self, arg: Any) -> str:
+        text, names = (arg, {}) if isinstance(arg, str) else (arg[0], self.value(arg[1]))
+
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in names:
+                return str(names[name])
+            if "." in name:
+                logical, attr = name.split(".", 1)
+                return str(self._get_att([logical, attr]))
+            value = self.ref(name)
+            return ",".join(value) if isinstance(value, list) else str(value)
+
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+
+    def _join(self, arg: Any) -> str:
+        sep, items = arg
+        values = self.value(items)
+        return str(sep).join(str(v) for v in values)
+
+    def _if(self, arg: Any) -> Any:
+        name, yes, no = arg
+        return self.value(yes if self.conditions[name] else no)
+
+    def _equals(self, arg: Any) -> bool:
+        a, b = (self.value(x) for x in arg)
+        return bool(a == b)
+
+    def _not(self, arg: Any) -> bool:
+        return not self.value(arg[0])
+
+    def _and(self, arg: Any) -> bool:
+        return all(self.value(x) for x in arg)
+
+    def _or(self, arg: Any) -> bool:
+        return any(self.value(x) for x in arg)
+
+    def _condition(self, arg: Any) -> bool:
+        return self.conditions[str(arg)]
+
+    def _select(self, arg: Any) -> Any:
+        index, items = arg
+        return self.value(items)[int(self.value(index))]
+
+    def _split(self, arg: Any) -> list[str]:
+        sep, text = arg
+        return str(self.value(text)).split(sep)
+
+    _functions: dict[str, Callable[[_Resolver, Any], Any]] = {
+        "Ref": _ref,
+        "Fn::GetAtt": _get_att,
+        "Fn::Sub": _sub,
+        "Fn::Join": _join,
+        "Fn::If": _if,
+        "Fn::Equals": _equals,
+        "Fn::Not": _not,
+        "Fn::And": _and,
+        "Fn::Or": _or,
+        "Condition": _condition,
+        "Fn::Select": _select,
+        "Fn::Split": _split,
+    }
+
+
+_NO_VALUE: Any = object()
+
+
+def _physical(
+    resources: Mapping[str, Any], stack: str, api_url: str, name_of: Callable[[Any], Any]
+) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """Names and ARNs of every resource, known before any is created.
+
+    A resource's name is its Name/TableName/TopicName property when that resolves
+    from parameters alone (as names in this template do), else `<stack>-<logical id>`.
+    """
+    refs: dict[str, str] = {}
+    attrs: dict[tuple[str, str], str] = {}
+    arn = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:{{}}"
+    for logical, res in resources.items():
+        kind = res.get("Type", "")
+        props = res.get("Properties") or {}
+        try:
+            name = name_of(props.get("Name") or props.get("TableName") or props.get("TopicName"))
+        except DeployError:
+            name = None
+        physical = name if isinstance(name, str) and name else f"{stack}-{logical}"
+        if kind == "AWS::DynamoDB::Table":
+            refs[logical] = physical
+            attrs[(logical, "Arn")] = arn.format("dynamodb", f"table/{physical}")
+        elif kind == "AWS::SNS::Topic":
+            refs[logical] = arn.format("sns", physical)
+            attrs[(logical, "TopicArn")] = refs[logical]
+            attrs[(logical, "TopicName")] = physical
+        elif kind == "AWS::Serverless::Function":
+            refs[logical] = physical
+            attrs[(logical, "Arn")] = arn.format("lambda", f"function:{physical}")
+        elif kind == "AWS::Serverless::StateMachine":
+            refs[logical] = arn.format("states", f"stateMachine:{physical}")
+            attrs[(logical, "Arn")] = refs[logical]
+            attrs[(logical, "Name")] = physical
+        elif kind == "AWS::Serverless::HttpApi":
+            refs[logical] = logical  # the API id; see `localize` in deploy()
+            attrs[(logical, "ApiEndpoint")] = api_url
+        elif kind == "AWS::CodePipeline::Pipeline":
+            refs[logical] = physical
+        else:
+            refs[logical] = physical
+            attrs[(logical, "Arn")] = arn.format("local", f"{logical}/{physical}")
+    return refs, attrs
+
+
+def deploy(
+    aws: LocalAws,
+    project_dir: Path,
+    *,
+    stack_name: str = "image-cicd",
+    parameters: Mapping[str, Any] | None = None,
+    api_url: str = "http://127.0.0.1",
+    template_file: str = "template.yaml",
+) -> Deployment:
+    """Create the template's resources in the local AWS; `api_url` serves the HTTP APIs."""
+    template = load_template(project_dir / template_file)
+    expanded = expand(template, parameters)
+    params = parameter_values(template, parameters)
+    resources: dict[str, Any] = expanded.get("Resources") or {}
+    names = _Resolver(expanded, params, stack_name, {}, {})
+    refs, attrs = _physical(resources, stack_name, api_url, names.value)
+    resolver = _Resolver(expanded, params, stack_name, refs, attrs)
+    # AWS's endpoint form of an HTTP API (as the template builds it with Fn::Sub)
+    # becomes the local server's URL.
+    api_hosts = [
+        f"https://{logical}.execute-api.{REGION}.amazonaws.com"
+        for logical, res in resources.items()
+        if res.get("Type") == "AWS::Serverless::HttpApi"
+    ]
+    local_api = api_url.rstrip("/")
+    out = Deployment(stack_name=stack_name, parameters=dict(params))
+    globals_fn = (expanded.get("Globals") or {}).get("Function") or {}
+
+    def localize(text: Any) -> Any:
+        if isinstance(text, str):
+            for host in api_hosts:
+                text = text.replace(host, local_api)
+        return text
+
+    ordered = sorted(resources.items(), key=lambda kv: _order(kv[1].get("Type", "")))
+    for logical, res in ordered:
+        kind = res.get("Type", "")
+        if "Condition" in res and not resolver.conditions.get(res["Condition"], False):
+            out.skipped_by_condition.append(logical)
+            continue
+        if kind in NOT_NEEDED:
+            out.not_needed[logical] = kind
+            continue
+        if kind not in CREATED:
+            out.unsupported[logical] = kind
+            continue
+        props = resolver.value(res.get("Properties") or {})
+        if kind == "AWS::DynamoDB::Table":
+            _create_table(aws, refs[logical], props)
+            out.tables[logical] = refs[logical]
+        elif kind == "AWS::SNS::Topic":
+            aws.client("sns").create_topic(Name=attrs[(logical, "TopicName")])
+            out.topics[logical] = refs[logical]
+        elif kind == "AWS::SNS::Subscription":
+            sub = aws.client("sns").subscribe(
+                TopicArn=props["TopicArn"], Protocol=props["Protocol"], Endpoint=props["Endpoint"]
+            )
+            out.subscriptions[logical] = sub["SubscriptionArn"]
+        elif kind == "AWS::Serverless::LayerVersion":
+            out.layers[logical] = str((project_dir / props["ContentUri"]).resolve())
+            refs[logical] = out.layers[logical]
+        elif kind == "AWS::Serverless::Function":
+            defaults = resolver.value(globals_fn)
+            merged = {**defaults, **props}
+            env = {
+                **((defaults.get("Environment") or {}).get("Variables") or {}),
+                **((props.get("Environment") or {}).get("Variables") or {}),
+            }
+            spec = FunctionSpec(
+                name=refs[logical],
+                code_dir=(project_dir / merged["CodeUri"]).resolve(),
+                handler=merged.get("Handler", "app.lambda_handler"),
+                layer_dirs=[Path(p) for p in merged.get("Layers", [])],
+                environment={k: str(localize(v)) for k, v in env.items()},
+                timeout_seconds=float(merged.get("Timeout", 3)),
+                memory_mb=int(merged.get("MemorySize", 128)),
+            )
+            aws.deploy_function(spec)
+            out.functions[logical] = refs[logical]
+            for event in (props.get("Events") or {}).values():
+                if event.get("Type") == "HttpApi":
+                    ep = event["Properties"]
+                    out.http_apis.setdefault(ep["ApiId"], []).append(
+                        Route(ep["Method"].upper(), ep["Path"], refs[logical])
+                    )
+        elif kind == "AWS::Serverless::StateMachine":
+            definition = (project_dir / props["DefinitionUri"]).read_text()
+            subs = {k: str(v) for k, v in (props.get("DefinitionSubstitutions") or {}).items()}
+            missing = sorted(set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", definition)) - set(subs))
+            if missing:
+                raise DeployError(f"{logical}: no DefinitionSubstitutions for {missing}")
+            for key, value in subs.items():
+                definition = definition.replace("${" + key + "}", value)
+            aws.client("stepfunctions").create_state_machine(
+                name=attrs[(logical, "Name")],
+                definition=definition,
+                roleArn=aws.ensure_role(f"{stack_name}-states"),
+                type=props.get("Type", "STANDARD"),
+            )
+            out.state_machines[logical] = refs[logical]
+        elif kind == "AWS::Serverless::HttpApi":
+            out.http_apis.setdefault(logical, [])
+        elif kind == "AWS::Events::Rule":
+            target = props["Targets"][0]["Arn"].rsplit(":", 1)[-1]
+            out.rules[logical] = Rule(refs[logical], props["EventPattern"], target)
+        elif kind == "AWS::CodePipeline::Pipeline":
+            out.pipelines[logical] = _pipeline(props)
+    out.outputs = {
+        name: str(localize(resolver.value(spec["Value"])))
+        for name, spec in (expanded.get("Outputs") or {}).items()
+    }
+    return out
+
+
+def _order(kind: str) -> int:
+    """Tables and topics first, functions before the machines that call them."""
+    order = {t: i for i, t in enumerate(CREATED)}
+    return order.get(kind, len(order))
+
+
+def _create_table(aws: LocalAws, name: str, props: Mapping[str, Any]) -> None:
+    ddb = aws.client("dynamodb")
+    args: dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    ddb.create_table(**args)
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl:
+        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+
+
+def _pipeline(props: Mapping[str, Any]) -> Pipeline:
+    source: dict[str, Any] = {}
+    invoke: dict[str, Any] = {}
+    for stage in props["Stages"]:
+        for action in stage["Actions"]:
+            type_id = action["ActionTypeId"]
+            if type_id["Provider"] == "ECR":
+                source = action["Configuration"]
+            elif type_id["Provider"] == "StepFunctions":
+                invoke = action["Configuration"]
+            else:
+                raise DeployError(f"pipeline {props['Name']}: no local runner for {type_id}")
+    if not source or not invoke:
+        raise DeployError(
+            f"pipeline {props['Name']}: needs an ECR source and a StepFunctions action"
+        )
+    if invoke.get("InputType") != "FilePath":
+        raise DeployError(f"pipeline {props['Name']}: only InputType FilePath is run locally")
+    return Pipeline(
+        name=props["Name"],
+        source_repository=source["RepositoryName"],
+        image_tag=source.get("ImageTag", "latest"),
+        state_machine_arn=invoke["StateMachineArn"],
+        execution_name_prefix=invoke.get("ExecutionNamePrefix", ""),
+        input_file=invoke.get("Input", "imageDetail.json"),
+        execution_mode=props.get("ExecutionMode", "SUPERSEDED"),
+    )
+
+
+def save(deployment: Deployment, path: Path) -> None:
+    path.write_text(json.dumps(deployment.to_json(), indent=2))

@@ -1,0 +1,252 @@
+"""The embedded stack's HTTP server.
+
+- `/approvals/{id}` (GET, HEAD, POST): what API Gateway does on AWS — turns the
+  request into an HTTP API (v2) event, invokes the approval-api Lambda through the
+  Lambda API, and turns its answer back into HTTP.
+- `/_events/registry`: the registry's notification webhook (the trigger path).
+- `/_events/sns`: SNS `http` deliveries of the approvals and notifications topics,
+  kept in the local inbox.
+- everything else: the local console, when one is attached.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from image_cicd.local.deployer import Route
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Request"], "Reply"]
+
+
+class Request:
+    def __init__(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, client: str
+    ) -> None:
+        self.method, self.path, self.query = method, path, query
+        self.headers, self.body, self.client = headers, body, client
+
+
+class Reply:
+    def __init__(
+        self, status: int, body: bytes | str = b"", headers: dict[str, str] | None = None
+    ) -> None:
+        self.status = status
+        self.body = body.encode() if isinstance(body, str) else body
+        self.headers = headers or {}
+
+
+class Inbox:
+    """SNS messages delivered to the stack, one JSON object a line."""
+
+    def __init__(self, path: Path, on_add: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.path = path
+        self.on_add = on_add
+        self._lock = threading.Lock()
+
+    def add(self, message: dict[str, Any]) -> None:
+        with self._lock, self.path.open("a") as out:
+            out.write(json.dumps(message) + "\n")
+        if self.on_add is not None:
+            self.on_add(message)
+
+    def messages(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self._lock:
+            lines = self.path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _match(route: str, path: str) -> dict[str, str] | None:
+    """`/approvals/{id}` against `/approvals/abc` -> {"id": "abc"}."""
+    want, got = route.strip("/").split("/"), path.strip("/").split("/")
+    if len(want) != len(got):
+        return None
+    params = {}
+    for w, g in zip(want, got, strict=True):
+        if w.startswith("{") and w.endswith("}"):
+            if not g:
+                return None
+            params[w[1:-1]] = g
+        elif w != g:
+            return None
+    return params
+
+
+def http_api_event(req: Request, route: Route, params: dict[str, str], host: str) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload format 2.0) event, as AWS sends it."""
+    now = datetime.now(UTC)
+    text_body = req.body.decode("utf-8", errors="replace")
+    binary = req.body and text_body.encode() != req.body
+    return {
+        "version": "2.0",
+        "routeKey": f"{route.method} {route.path}",
+        "rawPath": req.path,
+        "rawQueryString": req.query,
+        "headers": {k.lower(): v for k, v in req.headers.items()},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": host,
+            "domainPrefix": host.split(".")[0],
+            "http": {
+                "method": route.method,
+                "path": req.path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": req.client,
+                "userAgent": req.headers.get("User-Agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": f"{route.method} {route.path}",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "pathParameters": params,
+        "body": base64.b64encode(req.body).decode() if binary else text_body,
+        "isBase64Encoded": bool(binary),
+    }
+
+
+class StackServer:
+    """One threaded HTTP server on loopback for everything the stack serves."""
+
+    def __init__(
+        self,
+        *,
+        lambda_client: Callable[[], Any],
+        routes: list[Route],
+        inbox: Inbox,
+        on_registry_event: Callable[[dict[str, Any]], None],
+        port: int = 0,
+    ) -> None:
+        self.lambda_client = lambda_client
+        self.routes = routes
+        self.inbox = inbox
+        self.on_registry_event = on_registry_event
+        self.extra: list[tuple[str, Handler]] = []  # (path prefix, handler): the console
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def mount(self, prefix: str, handler: Handler) -> None:
+        self.extra.append((prefix, handler))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def handle(self, req: Request) -> Reply:
+        if req.path == "/_events/registry" and req.method == "POST":
+            self.on_registry_event(json.loads(req.body or b"{}"))
+            return Reply(200)
+        if req.path == "/_events/sns" and req.method == "POST":
+            return self._sns(req)
+        method = "GET" if req.method == "HEAD" else req.method
+        for route in self.routes:
+            params = _match(route.path, req.path)
+            if params is not None and route.method == method:
+                return self._invoke(req, route, params)
+        for prefix, handler in self.extra:
+            if req.path == prefix or req.path.startswith(prefix.rstrip("/") + "/"):
+                return handler(req)
+        if any(_match(r.path, req.path) is not None for r in self.routes):
+            return Reply(405, "method not allowed", {"Content-Type": "text/plain"})
+        return Reply(404, "not found", {"Content-Type": "text/plain"})
+
+    def _sns(self, req: Request) -> Reply:
+        body = json.loads(req.body or b"{}")
+        kind = req.headers.get("x-amz-sns-message-type") or body.get("Type", "")
+        if kind == "SubscriptionConfirmation":
+            return Reply(200)  # moto confirms http subscriptions by itself
+        self.inbox.add(
+            {
+                "topic": body.get("TopicArn", ""),
+                "subject": body.get("Subject") or "",
+                "message": body.get("Message") or "",
+                "at": body.get("Timestamp") or datetime.now(UTC).isoformat(),
+            }
+        )
+        return Reply(200)
+
+    def _invoke(self, req: Request, route: Route, params: dict[str, str]) -> Reply:
+        event = http_api_event(req, route, params, req.headers.get("Host", "127.0.0.1"))
+        answer = self.lambda_client().invoke(
+            FunctionName=route.function, Payload=json.dumps(event).encode()
+        )
+        payload = json.loads(answer["Payload"].read() or b"{}")
+        if answer.get("FunctionError"):
+            log.warning("%s failed: %s", route.function, payload.get("errorMessage"))
+            return Reply(
+                500, '{"message":"Internal Server Error"}', {"Content-Type": "application/json"}
+            )
+        body = payload.get("body") or ""
+        data = base64.b64decode(body) if payload.get("isBase64Encoded") else body.encode()
+        headers = {str(k): str(v) for k, v in (payload.get("headers") or {}).items()}
+        return Reply(int(payload.get("statusCode", 200)), data, headers)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class HTTPHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("%s " + format, self.client_address[0], *args)
+
+            def _serve(self) -> None:
+                started = time.perf_counter()
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                req = Request(
+                    self.command,
+                    url.path,
+                    url.query,
+                    dict(self.headers.items()),
+                    body,
+                    self.client_address[0],
+                )
+                try:
+                    reply = server.handle(req)
+                except Exception:
+                    log.exception("error serving %s %s", self.command, url.path)
+                    reply = Reply(500, "internal error", {"Content-Type": "text/plain"})
+                self.send_response(reply.status)
+                for key, value in reply.headers.items():
+                    if key.lower() not in ("content-length", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(reply.body)
+                log.debug("%s %s %.3fs", self.command, url.path, time.perf_counter() - started)
+
+            do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _serve
+
+        return HTTPHandler

@@ -1,0 +1,153 @@
+"""What a person does with a deployed stack: find what waits for approval, decide
+through the approval endpoint (as a browser would), start and follow executions.
+Used by the CLI, the demo and the tests; the same on AWS and locally.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any
+
+import requests
+
+from image_cicd.approvals import (
+    FIELD_APPROVER,
+    FIELD_COMMENT,
+    FIELD_CSRF,
+    FIELD_DECISION,
+    approval_link,
+)
+from image_cicd.models import ApprovalRequest, Decision
+from image_cicd.target import Target
+
+
+class OperatorError(Exception):
+    pass
+
+
+def execution_arn(target: Target, name_or_arn: str) -> str:
+    """An execution ARN from a name of either state machine (or an ARN)."""
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn
+    for machine in (target.promotion_arn, target.rollback_arn):
+        base = machine.replace(":stateMachine:", ":execution:")
+        arn = f"{base}:{name_or_arn}"
+        try:
+            target.client("stepfunctions").describe_execution(executionArn=arn)
+        except Exception:  # noqa: S112 - not this machine's
+            continue
+        return arn
+    raise OperatorError(f"no execution named {name_or_arn!r} in stack {target.name}")
+
+
+def pending_approval(
+    target: Target, execution: str, *, wait_seconds: float = 0.0
+) -> ApprovalRequest | None:
+    """The approval an execution waits for now (waiting up to `wait_seconds`)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        for approval in target.ledger.list_approvals("PENDING"):
+            if approval.execution == execution:
+                return approval
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+class _Form(HTMLParser):
+    """The decision forms of an approval page: decision value -> hidden fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append({})
+        elif tag == "input" and self.forms and values.get("type") == "hidden":
+            self.forms[-1][values.get("name", "")] = values.get("value", "")
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    status: int
+    page: str
+
+
+def decide_via_endpoint(
+    link: str,
+    decision: Decision,
+    approver: str,
+    comment: str | None = None,
+    *,
+    session: requests.Session | None = None,
+) -> DecisionResult:
+    """GET the approval page (which decides nothing), then POST its form."""
+    http = session or requests.Session()
+    page = http.get(link, timeout=30)
+    if page.status_code != 200:
+        return DecisionResult(page.status_code, page.text)
+    parser = _Form()
+    parser.feed(page.text)
+    form = next((f for f in parser.forms if f.get(FIELD_DECISION) == decision), None)
+    if form is None or FIELD_CSRF not in form:
+        raise OperatorError(f"the approval page at {link} has no {decision} form")
+    fields = {**form, FIELD_APPROVER: approver, FIELD_COMMENT: comment or ""}
+    answer = http.post(link, data=fields, timeout=60)
+    return DecisionResult(answer.status_code, answer.text)
+
+
+def approve(
+    target: Target,
+    execution: str,
+    decision: Decision,
+    approver: str,
+    comment: str | None = None,
+    *,
+    wait_seconds: float = 30.0,
+) -> tuple[ApprovalRequest, DecisionResult]:
+    """Decide the approval `execution` waits for, through the approval endpoint."""
+    approval = pending_approval(target, execution, wait_seconds=wait_seconds)
+    if approval is None:
+        raise OperatorError(f"{execution} is not waiting for an approval")
+    link = approval_link(target.output("ApprovalBaseUrl"), approval.approval_id)
+    return approval, decide_via_endpoint(link, decision, approver, comment)
+
+
+def start_rollback(target: Target, repository: str, to: str | None = None) -> str:
+    payload: dict[str, Any] = {"repository": repository}
+    if to:
+        payload["to"] = to
+    name = f"rollback-{repository.rsplit('/', 1)[-1]}-{uuid.uuid4().hex[:12]}"
+    started = target.client("stepfunctions").start_execution(
+        stateMachineArn=target.rollback_arn, name=name, input=json.dumps(payload)
+    )
+    return str(started["executionArn"])
+
+
+def start_promotion(target: Target, repository: str, digest: str) -> str:
+    name = f"{repository.rsplit('/', 1)[-1]}-{uuid.uuid4()}"
+    started = target.client("stepfunctions").start_execution(
+        stateMachineArn=target.promotion_arn,
+        name=name,
+        input=json.dumps({"repository": repository, "digest": digest}),
+    )
+    return str(started["executionArn"])
+
+
+def wait_finished(target: Target, arn: str, *, timeout: float = 120.0) -> dict[str, Any]:
+    """describe_execution once the execution is no longer RUNNING."""
+    sfn = target.client("stepfunctions")
+    deadline = time.monotonic() + timeout
+    while True:
+        desc: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+        if desc["status"] != "RUNNING":
+            return desc
+        if time.monotonic() > deadline:
+            raise OperatorError(f"{desc['name']} still running after {timeout:g} s")
+        time.sleep(0.2)

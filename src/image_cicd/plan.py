@@ -1,0 +1,144 @@
+"""What the promotion steps pass each other through the state machine (typed)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from image_cicd.errors import BadInput
+from image_cicd.models import ImageRef, Outcome, TestResults
+from image_cicd.registry.media import is_digest
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class PromotionRequest(_Model):
+    """Where a promotion starts: `{"repository", "digest"}` or CodePipeline's
+    `imageDetail.json` (`RepositoryName`, `ImageDigest`)."""
+
+    repository: str
+    digest: str
+
+    @classmethod
+    def parse(cls, raw: Any) -> PromotionRequest:
+        if not isinstance(raw, dict):
+            raise BadInput("the input must be a JSON object")
+        repository = raw.get("repository") or raw.get("RepositoryName")
+        digest = raw.get("digest") or raw.get("ImageDigest")
+        if not repository or not isinstance(repository, str):
+            raise BadInput(
+                'missing "repository": start with {"repository": "ecr-dev/repo-1", '
+                '"digest": "sha256:..."} or an imageDetail.json'
+            )
+        if not digest:
+            raise BadInput(f"missing digest for {repository}: promotions are pinned by digest")
+        if not isinstance(digest, str) or not is_digest(digest):
+            raise BadInput(f"{digest!r} is not a sha256 digest")
+        return cls(repository=repository, digest=digest)
+
+
+class ImageFacts(_Model):
+    media_type: str
+    platforms: list[str] = Field(default_factory=list)
+    size: int
+
+
+class Plan(_Model):
+    """The resolved promotion: every repository, the pinned digest, the image facts."""
+
+    execution: str
+    name: str
+    digest: str
+    source: str
+    test: str
+    prod: str
+    image: ImageFacts
+    test_now: ImageRef | None = None
+    prod_now: ImageRef | None = None
+    approval_timeout_seconds: int
+
+
+class StageCopy(_Model):
+    """The outcome of copying the image into TEST or PROD."""
+
+    repository: str
+    digest: str
+    version: str
+    new_version: bool
+    latest_moved: bool
+    previous_version: str | None = None
+    blobs_present: int = 0
+    blobs_mounted: int = 0
+    blobs_copied: int = 0
+    bytes_moved: int = 0
+    seconds: float = 0.0
+
+
+class TestRun(TestResults):
+    """Tests in progress or done: built-in checks, then the repository's test machine."""
+
+    status: Literal["RUNNING", "PASSED", "FAILED"]
+    execution_arn: str | None = None
+    poll_seconds: int = 10
+    started_at: float
+
+    def results(self) -> TestResults:
+        return TestResults.model_validate(self.model_dump(include=set(TestResults.model_fields)))
+
+
+# -- what each task of the state machines sends its function -------------------------
+
+Step = Literal["TEST", "PROD"]
+
+
+class ResolveTask(_Model):
+    execution: str
+    input: Any = None
+    started_at: datetime | None = None
+
+
+class ApprovalTask(_Model):
+    execution: str
+    task_token: str = Field(repr=False)
+    stage: Step
+    plan: Plan
+    tests: TestRun | None = None
+
+
+class CopyTask(_Model):
+    execution: str
+    stage: Step
+    plan: Plan
+
+
+class TestsTask(_Model):
+    __test__: ClassVar[bool] = False
+
+    execution: str
+    action: Literal["start", "poll"]
+    plan: Plan
+    copy_: StageCopy = Field(alias="copy")
+    run: TestRun | None = None
+    timeout_seconds: int = Field(default=3600, ge=1)
+
+
+class NotifyTask(_Model):
+    execution: str
+    workflow: Literal["PROMOTION", "ROLLBACK"]
+    outcome: Outcome
+    details: dict[str, Any] = Field(default_factory=dict)
+    failure: dict[str, Any] | None = None
+
+
+class RollbackInput(_Model):
+    repository: str
+    to: str | None = None
+
+
+class RollbackTask(_Model):
+    execution: str
+    input: RollbackInput

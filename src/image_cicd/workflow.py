@@ -1,0 +1,244 @@
+"""The promotion and rollback steps, one function per state machine task.
+
+Each takes typed inputs and the services it needs (registry, ledger, locker, ...)
+and returns a typed result. Nothing here knows about Lambda events or reads the
+environment: the handlers in `functions/` do that and call in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from image_cicd.approvals import approval_link, format_message, new_approval_request
+from image_cicd.config import Settings
+from image_cicd.errors import BadInput, ImageNotFound
+from image_cicd.ledger import Ledger
+from image_cicd.locks import Locker
+from image_cicd.models import ImageRef, Outcome, Release, TestResults
+from image_cicd.plan import ImageFacts, Plan, PromotionRequest, StageCopy
+from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.copy import Image, read_image
+from image_cicd.registry.errors import ManifestUnknown, NameUnknown
+from image_cicd.versions import Rollback, VersionScheme, promote, read_stage, rollback
+
+Publish = Callable[[str, str, str], None]
+"""publish(topic_arn, subject, message)."""
+
+Step = Literal["TEST", "PROD"]
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the steps work with; built once per process by `image_cicd.wiring`."""
+
+    settings: Settings
+    registry: RegistryClient
+    ledger: Ledger
+    locker: Locker
+    publish: Publish
+
+    @property
+    def scheme(self) -> VersionScheme:
+        return VersionScheme(self.settings.version_format)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _read(registry: RegistryClient, repository: str, digest: str, when: str) -> Image:
+    try:
+        return read_image(registry, repository, digest)
+    except (ManifestUnknown, NameUnknown) as exc:
+        raise ImageNotFound(f"{repository}@{digest} does not exist ({when})") from exc
+
+
+def _current(services: Services, repository: str) -> ImageRef | None:
+    state = read_stage(services.registry, repository, services.scheme)
+    return ImageRef(digest=state.latest, version=state.current) if state.latest else None
+
+
+def resolve(
+    services: Services, raw_input: Any, execution: str, started_at: datetime | None = None
+) -> Plan:
+    """Input -> plan; the digest is pinned here and is the only thing ever copied."""
+    request = PromotionRequest.parse(raw_input)
+    settings = services.settings
+    stage, name = settings.split(request.repository)
+    if stage != "DEV":
+        raise BadInput(
+            f"{request.repository} is a {stage} repository: promotions start from "
+            f"{settings.stage_repository(name, 'DEV')}"
+        )
+    image = _read(services.registry, request.repository, request.digest, "when resolving")
+    test, prod = settings.stage_repository(name, "TEST"), settings.stage_repository(name, "PROD")
+    plan = Plan(
+        execution=execution,
+        name=name,
+        digest=request.digest,
+        source=request.repository,
+        test=test,
+        prod=prod,
+        image=ImageFacts(
+            media_type=image.root.media_type, platforms=image.root.platforms, size=image.size
+        ),
+        test_now=_current(services, test),
+        prod_now=_current(services, prod),
+        approval_timeout_seconds=settings.approval_timeout_seconds,
+    )
+    services.ledger.start_promotion(execution, name, request.digest, started_at or _now())
+    return plan
+
+
+def request_approval(
+    services: Services,
+    plan: Plan,
+    stage: Step,
+    task_token: str,
+    *,
+    tests: TestResults | None = None,
+    now: datetime | None = None,
+) -> dict[str, str]:
+    """Record an approval request (with the task token) and publish its link."""
+    now = now or _now()
+    source, target = (plan.source, plan.test) if stage == "TEST" else (plan.test, plan.prod)
+    state = read_stage(services.registry, target, services.scheme)
+    version = state.version_of(plan.digest) or services.scheme.next_after(list(state.versions))
+    approval = new_approval_request(
+        execution=plan.execution,
+        stage=stage,
+        repository=source,
+        target_repository=target,
+        digest=plan.digest,
+        task_token=task_token,
+        timeout=timedelta(seconds=plan.approval_timeout_seconds),
+        now=now,
+        version=version,
+        current=ImageRef(digest=state.latest, version=state.current) if state.latest else None,
+        tests=tests,
+    )
+    services.ledger.put_approval_request(approval)
+    link = approval_link(services.settings.approval_base_url, approval.approval_id)
+    subject, body = format_message(approval, link)
+    services.publish(services.settings.approvals_topic_arn, subject, body)
+    return {
+        "approval_id": approval.approval_id,
+        "link": link,
+        "expires_at": approval.expires_at.isoformat(),
+    }
+
+
+def copy_to_stage(services: Services, plan: Plan, stage: Step, *, workers: int = 4) -> StageCopy:
+    """DEV@digest -> TEST, or TEST@digest -> PROD: exact bytes, a version, `latest`."""
+    source, target = (plan.source, plan.test) if stage == "TEST" else (plan.test, plan.prod)
+    _read(services.registry, source, plan.digest, f"before the copy to {stage}")
+    result = promote(
+        services.registry,
+        source,
+        plan.digest,
+        services.registry,
+        target,
+        locker=services.locker,
+        scheme=services.scheme,
+        workers=workers,
+    )
+    copied = StageCopy(
+        repository=target,
+        digest=result.digest,
+        version=result.version,
+        new_version=result.new_version,
+        latest_moved=result.latest_moved,
+        previous_version=result.previous_version,
+        blobs_present=result.copy.blobs_present,
+        blobs_mounted=result.copy.blobs_mounted,
+        blobs_copied=result.copy.blobs_copied,
+        bytes_moved=result.copy.bytes_moved,
+        seconds=result.copy.seconds,
+    )
+    if stage == "TEST":
+        services.ledger.update_promotion(plan.execution, test_version=result.version)
+    else:
+        services.ledger.update_promotion(plan.execution, prod_version=result.version)
+        if result.latest_moved:
+            services.ledger.record_release(
+                Release(
+                    repository=target,
+                    version=result.version,
+                    digest=result.digest,
+                    at=_now(),
+                    execution=plan.execution,
+                    kind="PROMOTION",
+                )
+            )
+    return copied
+
+
+def rollback_prod(services: Services, repository: str, to: str | None, execution: str) -> Rollback:
+    """Move PROD's `latest` one version back (or to `to`) and record the release."""
+    stage, _name = services.settings.split(repository)
+    if stage != "PROD":
+        raise BadInput(f"{repository} is a {stage} repository: only PROD is rolled back")
+    result = rollback(
+        services.registry, repository, to=to, locker=services.locker, scheme=services.scheme
+    )
+    services.ledger.record_release(
+        Release(
+            repository=repository,
+            version=result.to_version,
+            digest=result.digest,
+            at=_now(),
+            execution=execution,
+            kind="ROLLBACK",
+        )
+    )
+    return result
+
+
+def finish(
+    services: Services,
+    workflow: Literal["PROMOTION", "ROLLBACK"],
+    execution: str,
+    outcome: Outcome,
+    details: dict[str, Any],
+    failure: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """Record the outcome of a promotion and send the notification with the reason."""
+    subject, message = outcome_message(workflow, execution, outcome, details, failure)
+    if workflow == "PROMOTION" and "plan" in details:
+        reason = None if failure is None else f"{failure.get('error')}: {failure.get('cause')}"
+        services.ledger.finish_promotion(execution, outcome, reason, now=_now())
+    services.publish(services.settings.notifications_topic_arn, subject, message)
+    return {"subject": subject, "message": message}
+
+
+def outcome_message(
+    workflow: str,
+    execution: str,
+    outcome: str,
+    details: dict[str, Any],
+    failure: dict[str, Any] | None,
+) -> tuple[str, str]:
+    plan = details.get("plan") or {}
+    lines = [f"{workflow.title()} {execution}: {outcome}"]
+    if plan:
+        lines.append(f"Image: {plan.get('source')}@{plan.get('digest')}")
+    test = (details.get("test") or {}).get("copy") or {}
+    prod = (details.get("prod") or {}).get("promotion") or {}
+    if test:
+        lines.append(f"TEST: {test.get('repository')}:{test.get('version')}")
+    if prod:
+        lines.append(f"PROD: {prod.get('repository')}:{prod.get('version')}")
+    back = details.get("rollback") or {}
+    if back:
+        lines.append(str(back.get("message", "")))
+    if failure:
+        lines.append(f"Reason: {failure.get('error')}: {failure.get('cause') or 'no detail'}")
+    subject = f"image-cicd: {workflow.lower()} {outcome.lower()}"
+    asked = details.get("repository") or details.get("RepositoryName")  # the machine's input
+    name = plan.get("name") or (back.get("repository") if back else None) or asked
+    if name:
+        subject += f" ({name})"
+    return subject[:100], "\n".join(lines)

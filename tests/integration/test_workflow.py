@@ -1,0 +1,321 @@
+"""The promotion and rollback state machines, run by moto's ASL interpreter with the
+real Lambda handlers (each in its own process) against the real registry.
+
+Every path of DESIGN §2: each test asserts what every repository holds afterwards
+and what the ledger recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from support.fault_proxy import FaultProxy
+
+from image_cicd.approvals import approval_link
+from image_cicd.history import view
+from image_cicd.images import SyntheticImage, build_image, push_image
+from image_cicd.local.stack import LocalStack, target
+from image_cicd.operator import approve, pending_approval, start_promotion, start_rollback
+from image_cicd.operator import wait_finished as finished
+from image_cicd.target import Target
+from image_cicd.versions import VersionScheme, read_stage
+
+REPOS = [f"repo-{n}" for n in range(1, 12)]
+FAILING_TESTS = "repo-5"  # its built-in checks require a label the images lack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    parameters = {
+        "Repositories": ",".join(REPOS),
+        "TestConfig": json.dumps(
+            {FAILING_TESTS: {"labels": ["org.example.tested"]}, "repo-1": {"non_root": True}}
+        ),
+    }
+    with LocalStack(tmp_path_factory.mktemp("stack"), parameters=parameters) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def t(stack: LocalStack) -> Target:
+    return target(stack.info)
+
+
+def push(t: Target, name: str, **options: Any) -> SyntheticImage:
+    image = build_image(layers=2, layer_size=30_000, **options)
+    push_image(t.registry, f"ecr-dev/{name}", image, tags=["candidate"])
+    return image
+
+
+def stage(t: Target, repository: str) -> tuple[dict[str, str], str | None]:
+    state = read_stage(t.registry, repository, VersionScheme())
+    return state.versions, state.latest
+
+
+def run_to_approval(t: Target, name: str, image: SyntheticImage) -> str:
+    arn = start_promotion(t, f"ecr-dev/{name}", image.digest)
+    execution = arn.rsplit(":", 1)[-1]
+    assert pending_approval(t, execution, wait_seconds=30) is not None, "no TEST approval"
+    return execution
+
+
+def decide(t: Target, execution: str, decision: str, who: str = "ana@example.com") -> None:
+    _, result = approve(t, execution, decision, who, comment=f"{decision} by test")  # type: ignore[arg-type]
+    assert result.status == 200, result.page
+
+
+def arn_of(t: Target, execution: str) -> str:
+    return t.promotion_arn.replace(":stateMachine:", ":execution:") + ":" + execution
+
+
+def promote_fully(t: Target, name: str, image: SyntheticImage) -> str:
+    execution = run_to_approval(t, name, image)
+    decide(t, execution, "APPROVED")
+    assert pending_approval(t, execution, wait_seconds=60) is not None, "no PROD approval"
+    decide(t, execution, "APPROVED")
+    assert finished(t, arn_of(t, execution))["status"] == "SUCCEEDED"
+    return execution
+
+
+def test_happy_path_promotes_the_pinned_digest_with_versions(t: Target) -> None:
+    image = push(t, "repo-1")
+    execution = promote_fully(t, "repo-1", image)
+
+    assert stage(t, "ecr-test/repo-1") == ({"v0.1": image.digest}, image.digest)
+    assert stage(t, "ecr-prod/repo-1") == ({"v0.1": image.digest}, image.digest)
+    assert t.registry.get_manifest("ecr-prod/repo-1", "v0.1").data == image.manifest.data
+    promotion = t.ledger.get_promotion(execution)
+    assert (promotion.outcome, promotion.test_version, promotion.prod_version) == (
+        "SUCCEEDED",
+        "v0.1",
+        "v0.1",
+    )
+    assert [(a.stage, a.decision, a.approver) for a in promotion.approvals] == [
+        ("TEST", "APPROVED", "ana@example.com"),
+        ("PROD", "APPROVED", "ana@example.com"),
+    ]
+    assert promotion.tests is not None
+    assert promotion.tests.passed
+    assert any(c.name == "non-root user" and c.passed for c in promotion.tests.checks)
+    [release] = t.ledger.releases("ecr-prod/repo-1")
+    assert (release.version, release.digest, release.kind) == ("v0.1", image.digest, "PROMOTION")
+    states = view(t.client("stepfunctions"), arn_of(t, execution)).states
+    assert states["Wait for PROD approval"].status == "succeeded"
+    assert states["Promoted"].status == "succeeded"
+
+
+def test_test_rejected_leaves_every_repository_as_it_was(t: Target) -> None:
+    image = push(t, "repo-2")
+    execution = run_to_approval(t, "repo-2", image)
+
+    decide(t, execution, "REJECTED", who="bo")
+
+    desc = finished(t, arn_of(t, execution))
+    assert (desc["status"], desc.get("error")) == ("FAILED", "ApprovalRejected")
+    assert stage(t, "ecr-test/repo-2") == ({}, None)
+    assert stage(t, "ecr-prod/repo-2") == ({}, None)
+    assert t.registry.list_tags("ecr-dev/repo-2") == ["candidate"]
+    promotion = t.ledger.get_promotion(execution)
+    assert promotion.outcome == "REJECTED"
+    assert [(a.stage, a.decision, a.approver) for a in promotion.approvals] == [
+        ("TEST", "REJECTED", "bo")
+    ]
+
+
+def test_prod_rejected_leaves_prod_untouched(t: Target) -> None:
+    image = push(t, "repo-3")
+    execution = run_to_approval(t, "repo-3", image)
+    decide(t, execution, "APPROVED")
+    assert pending_approval(t, execution, wait_seconds=60) is not None
+
+    decide(t, execution, "REJECTED")
+
+    assert finished(t, arn_of(t, execution))["error"] == "ApprovalRejected"
+    assert stage(t, "ecr-test/repo-3") == ({"v0.1": image.digest}, image.digest)
+    assert stage(t, "ecr-prod/repo-3") == ({}, None)
+    assert t.ledger.get_promotion(execution).outcome == "REJECTED"
+
+
+def _set_env(t: Target, function: str, **values: str) -> Callable[[], None]:
+    """Change a function's configuration through the Lambda API; returns the undo."""
+    lam = t.client("lambda")
+    name = f"image-cicd-{function}"
+    before = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+    lam.update_function_configuration(
+        FunctionName=name, Environment={"Variables": {**before, **values}}
+    )
+    return lambda: lam.update_function_configuration(
+        FunctionName=name, Environment={"Variables": before}
+    )
+
+
+def test_approval_expired(t: Target) -> None:
+    undo = _set_env(t, "ResolveRepoFunction", APPROVAL_TIMEOUT_SECONDS="2")
+    try:
+        image = push(t, "repo-4")
+        execution = run_to_approval(t, "repo-4", image)
+        approval = pending_approval(t, execution)
+    finally:
+        undo()
+
+    desc = finished(t, arn_of(t, execution), timeout=30)
+
+    assert desc["status"] == "FAILED"
+    assert desc["error"] == "ApprovalExpired"
+    assert stage(t, "ecr-test/repo-4") == ({}, None)
+    assert t.ledger.get_promotion(execution).outcome == "EXPIRED"
+    assert approval is not None
+    link = approval_link(t.output("ApprovalBaseUrl"), approval.approval_id)
+    page = requests.get(link, timeout=30)
+    assert page.status_code == 410
+
+
+def test_tests_fail_after_the_copy_to_test(t: Target) -> None:
+    image = push(t, FAILING_TESTS)
+    execution = run_to_approval(t, FAILING_TESTS, image)
+
+    decide(t, execution, "APPROVED")
+
+    desc = finished(t, arn_of(t, execution), timeout=60)
+    assert (desc["status"], desc["error"]) == ("FAILED", "TestsFailed")
+    assert stage(t, f"ecr-test/{FAILING_TESTS}") == ({"v0.1": image.digest}, image.digest)
+    assert stage(t, f"ecr-prod/{FAILING_TESTS}") == ({}, None)
+    promotion = t.ledger.get_promotion(execution)
+    assert promotion.outcome == "FAILED"
+    assert promotion.tests is not None
+    assert not promotion.tests.passed
+    assert "org.example.tested" in promotion.tests.summary
+
+
+def test_image_deleted_before_the_copy(t: Target) -> None:
+    image = push(t, "repo-6")
+    execution = run_to_approval(t, "repo-6", image)
+    t.registry.delete_manifest("ecr-dev/repo-6", image.digest)
+
+    decide(t, execution, "APPROVED")
+
+    desc = finished(t, arn_of(t, execution), timeout=60)
+    assert (desc["status"], desc["error"]) == ("FAILED", "ImageNotFound")
+    assert stage(t, "ecr-test/repo-6") == ({}, None)
+    assert stage(t, "ecr-prod/repo-6") == ({}, None)
+    promotion = t.ledger.get_promotion(execution)
+    assert promotion.outcome == "FAILED"
+    assert promotion.reason is not None
+    assert "ImageNotFound" in promotion.reason
+
+
+def test_registry_briefly_unavailable_is_retried(
+    t: Target, stack: LocalStack, fault_proxy: Callable[..., FaultProxy]
+) -> None:
+    assert stack.registry is not None
+    proxy = fault_proxy(stack.registry.url)
+    image = push(t, "repo-7")
+    execution = run_to_approval(t, "repo-7", image)
+    undo = _set_env(t, "RetagAndCopyManifestFunction", REGISTRY_URL=proxy.url)
+    try:
+        proxy.down("503")
+        decide(t, execution, "APPROVED")
+        sfn = t.client("stepfunctions")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            errors = [
+                e["taskFailedEventDetails"].get("error")
+                for e in sfn.get_execution_history(executionArn=arn_of(t, execution))["events"]
+                if e["type"] == "TaskFailed"
+            ]
+            if "RegistryUnavailable" in errors:
+                break
+            time.sleep(0.3)
+        assert "RegistryUnavailable" in errors
+        proxy.up()
+        assert pending_approval(t, execution, wait_seconds=60) is not None, "not retried"
+    finally:
+        proxy.up()
+        undo()
+
+    assert proxy.injected_503 > 0
+    assert stage(t, "ecr-test/repo-7") == ({"v0.1": image.digest}, image.digest)
+    decide(t, execution, "REJECTED")
+    assert finished(t, arn_of(t, execution))["status"] == "FAILED"
+
+
+def test_same_digest_twice_gets_no_second_version(t: Target) -> None:
+    image = push(t, "repo-8")
+    first = promote_fully(t, "repo-8", image)
+    second = promote_fully(t, "repo-8", image)
+
+    assert stage(t, "ecr-test/repo-8") == ({"v0.1": image.digest}, image.digest)
+    assert stage(t, "ecr-prod/repo-8") == ({"v0.1": image.digest}, image.digest)
+    assert t.ledger.get_promotion(first).prod_version == "v0.1"
+    assert t.ledger.get_promotion(second).prod_version == "v0.1"
+    assert len(t.ledger.releases("ecr-prod/repo-8")) == 1  # latest did not move again
+
+
+def test_two_promotions_of_one_repository_at_once(t: Target) -> None:
+    a, b = push(t, "repo-9"), push(t, "repo-9")
+    first, second = run_to_approval(t, "repo-9", a), run_to_approval(t, "repo-9", b)
+
+    decide(t, first, "APPROVED")
+    decide(t, second, "APPROVED")
+    for execution in (first, second):
+        assert pending_approval(t, execution, wait_seconds=60) is not None
+    for execution in (first, second):
+        decide(t, execution, "APPROVED")
+    for execution in (first, second):
+        assert finished(t, arn_of(t, execution))["status"] == "SUCCEEDED"
+
+    versions, latest = stage(t, "ecr-prod/repo-9")
+    assert sorted(versions) == ["v0.1", "v0.2"]
+    assert set(versions.values()) == {a.digest, b.digest}
+    assert latest == versions["v0.2"]
+    recorded = {t.ledger.get_promotion(e).prod_version for e in (first, second)}
+    assert recorded == {"v0.1", "v0.2"}
+
+
+def test_rollback_to_previous_named_and_nothing_left(t: Target) -> None:
+    images = [push(t, "repo-10") for _ in range(3)]
+    for image in images:
+        promote_fully(t, "repo-10", image)
+    prod = "ecr-prod/repo-10"
+    sfn_done: Callable[[str], dict[str, Any]] = lambda arn: finished(t, arn)  # noqa: E731
+
+    back = sfn_done(start_rollback(t, prod))
+    assert back["status"] == "SUCCEEDED"
+    assert json.loads(back["output"])["rollback"]["message"] == "Rollback from v0.3 to v0.2"
+    assert stage(t, prod)[1] == images[1].digest
+
+    named = sfn_done(start_rollback(t, prod, to="v0.1"))
+    assert json.loads(named["output"])["rollback"]["message"] == "Rollback from v0.2 to v0.1"
+    assert stage(t, prod)[1] == images[0].digest
+
+    nothing = sfn_done(start_rollback(t, prod))
+    assert (nothing["status"], nothing["error"]) == ("FAILED", "NothingToRollBack")
+    versions, latest = stage(t, prod)
+    assert latest == images[0].digest
+    assert len(versions) == 3
+    kinds = [(r.kind, r.version) for r in t.ledger.releases(prod)]
+    assert kinds[:2] == [("ROLLBACK", "v0.1"), ("ROLLBACK", "v0.2")]
+
+
+def test_rollback_of_a_repository_that_is_not_prod_is_refused(t: Target) -> None:
+    desc = finished(t, start_rollback(t, "ecr-test/repo-1"))
+    assert (desc["status"], desc["error"]) == ("FAILED", "BadInput")
+
+
+def test_unknown_repository_is_a_named_error(t: Target) -> None:
+    desc = finished(t, start_promotion(t, "ecr-dev/nope", "sha256:" + "0" * 64))
+    assert (desc["status"], desc["error"]) == ("FAILED", "RepositoryNotConfigured")
+
+
+def test_no_function_logged_a_task_token(stack: LocalStack, t: Target) -> None:
+    tokens = [a.task_token.get_secret_value() for a in t.ledger.list_approvals()]
+    logs = "".join(p.read_text() for p in Path(stack.state_dir, "aws").rglob("*.log"))
+    assert tokens
+    assert logs
+    assert not [tok for tok in tokens if tok in logs]

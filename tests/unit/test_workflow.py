@@ -1,0 +1,406 @@
+"""Workflow steps: the outcome message, finish, and request_approval (in-process moto)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import boto3
+import pytest
+from moto import mock_aws
+from support.ledger_table import create_ledger_table
+
+from image_cicd.config import Settings
+from image_cicd.ledger import Ledger, PromotionNotFound
+from image_cicd.locks import Locker
+from image_cicd.models import CheckResult, TestResults
+from image_cicd.plan import ImageFacts, Plan
+from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.media import OCI_MANIFEST, Descriptor
+from image_cicd.workflow import Services, finish, outcome_message, request_approval
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAf-secret-task-token-0123456789"
+APPROVALS = "arn:aws:sns:us-east-1:123456789012:approvals"
+NOTIFICATIONS = "arn:aws:sns:us-east-1:123456789012:notifications"
+BASE_URL = "https://abc.execute-api.us-east-1.amazonaws.com/"
+
+
+def d(n: int) -> str:
+    return f"sha256:{n:064x}"
+
+
+DIGEST = d(99)
+
+
+# -------------------------------------------------------------------- fakes
+
+
+class StageRegistry:
+    """What read_stage uses: list_tags and head_manifest, from {repo: {tag: digest}}."""
+
+    def __init__(self, tags: dict[str, dict[str, str]]) -> None:
+        self.tags = tags
+
+    def list_tags(self, repository: str) -> list[str]:
+        return list(self.tags.get(repository, {}))
+
+    def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
+        digest = self.tags.get(repository, {}).get(reference)
+        return Descriptor(OCI_MANIFEST, digest, 100) if digest else None
+
+
+@dataclass
+class Outbox:
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __call__(self, topic_arn: str, subject: str, message: str) -> None:
+        self.sent.append((topic_arn, subject, message))
+
+
+@pytest.fixture(scope="module")
+def dynamodb() -> Iterator[Any]:
+    """One in-process moto DynamoDB for the module (a client is slow to build)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }.items():
+            env.setenv(name, value)
+        env.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            yield boto3.client("dynamodb", region_name="us-east-1")
+
+
+@pytest.fixture
+def ledger(dynamodb: Any) -> Ledger:
+    """A fresh ledger table per test."""
+    return Ledger(create_ledger_table(dynamodb, f"ledger-{uuid.uuid4().hex}"), dynamodb)
+
+
+def services(
+    ledger: Ledger, outbox: Outbox, tags: dict[str, dict[str, str]] | None = None
+) -> Services:
+    return Services(
+        settings=Settings(
+            repositories=("repo-1",),
+            approval_base_url=BASE_URL,
+            approvals_topic_arn=APPROVALS,
+            notifications_topic_arn=NOTIFICATIONS,
+        ),
+        registry=cast(RegistryClient, StageRegistry(tags or {})),
+        ledger=ledger,
+        locker=cast(Locker, None),
+        publish=outbox,
+    )
+
+
+def make_plan(**update: Any) -> Plan:
+    plan = Plan(
+        execution="exec-1",
+        name="repo-1",
+        digest=DIGEST,
+        source="ecr-dev/repo-1",
+        test="ecr-test/repo-1",
+        prod="ecr-prod/repo-1",
+        image=ImageFacts(media_type=OCI_MANIFEST, platforms=[], size=1234),
+        approval_timeout_seconds=3600,
+    )
+    return plan.model_copy(update=update)
+
+
+PLAN = make_plan().model_dump(mode="json")
+TEST_COPY = {"copy": {"repository": "ecr-test/repo-1", "version": "v0.3", "digest": DIGEST}}
+PROD_PROMOTION = {"promotion": {"repository": "ecr-prod/repo-1", "version": "v0.15"}}
+ROLLBACK = {
+    "repository": "ecr-prod/repo-1",
+    "from": "v0.15",
+    "to": "v0.14",
+    "digest": d(14),
+    "message": "Rollback from v0.15 to v0.14",
+}
+
+
+# ----------------------------------------------------------- outcome_message
+
+
+def test_a_promotion_that_succeeded_lists_image_test_and_prod_versions() -> None:
+    details = {"plan": PLAN, "test": TEST_COPY, "prod": PROD_PROMOTION}
+
+    subject, message = outcome_message("PROMOTION", "exec-1", "SUCCEEDED", details, None)
+
+    assert subject == "image-cicd: promotion succeeded (repo-1)"
+    assert message.splitlines() == [
+        "Promotion exec-1: SUCCEEDED",
+        f"Image: ecr-dev/repo-1@{DIGEST}",
+        "TEST: ecr-test/repo-1:v0.3",
+        "PROD: ecr-prod/repo-1:v0.15",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error", "cause"),
+    [
+        ("REJECTED", "ApprovalRejected", "PROD rejected by alice: not on a Friday"),
+        ("EXPIRED", "ApprovalExpired", "No TEST approval decision within the approval timeout"),
+        ("FAILED", "TestsFailed", "Tests finished with status FAILED"),
+        ("FAILED", "TagImmutable", "ecr-prod/repo-1 has IMMUTABLE tags without latest"),
+    ],
+)
+def test_a_promotion_that_did_not_succeed_gives_the_reason(
+    outcome: str, error: str, cause: str
+) -> None:
+    failure = {"error": error, "cause": cause, "outcome": outcome}
+
+    subject, message = outcome_message(
+        "PROMOTION", "exec-1", outcome, {"plan": PLAN, "failure": failure}, failure
+    )
+
+    assert subject == f"image-cicd: promotion {outcome.lower()} (repo-1)"
+    assert message.splitlines()[0] == f"Promotion exec-1: {outcome}"
+    assert message.splitlines()[-1] == f"Reason: {error}: {cause}"
+
+
+def test_a_failure_after_the_copy_to_test_says_what_test_runs() -> None:
+    failure = {"error": "TestsFailed", "cause": "x", "outcome": "FAILED"}
+
+    _, message = outcome_message(
+        "PROMOTION", "exec-1", "FAILED", {"plan": PLAN, "test": TEST_COPY}, failure
+    )
+
+    assert "TEST: ecr-test/repo-1:v0.3" in message
+    assert "PROD:" not in message
+
+
+@pytest.mark.parametrize("cause", [None, ""])
+def test_a_failure_without_a_cause_says_no_detail(cause: str | None) -> None:
+    failure = {"error": "States.TaskFailed", "cause": cause}
+
+    _, message = outcome_message("PROMOTION", "exec-1", "FAILED", {"plan": PLAN}, failure)
+
+    assert message.splitlines()[-1] == "Reason: States.TaskFailed: no detail"
+
+
+def test_a_rollback_says_from_and_to_which_version() -> None:
+    subject, message = outcome_message(
+        "ROLLBACK", "rb-1", "SUCCEEDED", {"rollback": ROLLBACK}, None
+    )
+
+    assert subject == "image-cicd: rollback succeeded (ecr-prod/repo-1)"
+    assert message.splitlines() == ["Rollback rb-1: SUCCEEDED", "Rollback from v0.15 to v0.14"]
+
+
+def test_a_failed_rollback_names_the_repository_it_was_for() -> None:
+    # Given the rollback state machine's failure state: its input, caught and failure.
+    failure = {"error": "NothingToRollBack", "cause": "at v0.1: no older version"}
+    details = {"repository": "ecr-prod/repo-1", "caught": {}, "failure": failure}
+
+    subject, message = outcome_message("ROLLBACK", "rb-1", "FAILED", details, failure)
+
+    assert "Reason: NothingToRollBack: at v0.1: no older version" in message
+    assert "ecr-prod/repo-1" in subject
+
+
+def test_a_promotion_that_failed_to_resolve_names_the_repository_asked_for() -> None:
+    # Given the promotion state machine's failure state when Resolve failed: no plan.
+    failure = {"error": "RepositoryNotConfigured", "cause": "'ecr-dev/nope' is not ..."}
+    details = {"repository": "ecr-dev/nope", "digest": DIGEST, "failure": failure}
+
+    subject, message = outcome_message("PROMOTION", "exec-1", "FAILED", details, failure)
+
+    assert message.splitlines()[-1] == f"Reason: {failure['error']}: {failure['cause']}"
+    assert "ecr-dev/nope" in subject
+
+
+def test_the_subject_fits_the_sns_limit() -> None:
+    plan = {**PLAN, "name": "n" * 200}
+
+    subject, _ = outcome_message("PROMOTION", "exec-1", "SUCCEEDED", {"plan": plan}, None)
+
+    assert len(subject) == 100
+    assert subject.startswith("image-cicd: promotion succeeded (nnn")
+
+
+# -------------------------------------------------------------------- finish
+
+
+def test_given_a_promotion_when_it_succeeds_then_the_ledger_and_the_topic_hear_of_it(
+    ledger: Ledger,
+) -> None:
+    outbox = Outbox()
+    ledger.start_promotion("exec-1", "repo-1", DIGEST, T0)
+    details = {"plan": PLAN, "test": TEST_COPY, "prod": PROD_PROMOTION}
+
+    sent = finish(services(ledger, outbox), "PROMOTION", "exec-1", "SUCCEEDED", details)
+
+    promotion = ledger.get_promotion("exec-1")
+    assert promotion.outcome == "SUCCEEDED"
+    assert promotion.reason is None
+    assert promotion.finished_at is not None
+    assert outbox.sent == [(NOTIFICATIONS, sent["subject"], sent["message"])]
+    assert sent["subject"] == "image-cicd: promotion succeeded (repo-1)"
+
+
+def test_given_a_rejected_promotion_when_finished_then_the_reason_is_recorded_and_sent(
+    ledger: Ledger,
+) -> None:
+    outbox = Outbox()
+    ledger.start_promotion("exec-1", "repo-1", DIGEST, T0)
+    failure = {
+        "error": "ApprovalRejected",
+        "cause": "PROD rejected by alice: not today",
+        "outcome": "REJECTED",
+        "stage": "PROD",
+    }
+
+    finish(
+        services(ledger, outbox),
+        "PROMOTION",
+        "exec-1",
+        "REJECTED",
+        {"plan": PLAN, "failure": failure},
+        failure,
+    )
+
+    promotion = ledger.get_promotion("exec-1")
+    assert promotion.outcome == "REJECTED"
+    assert promotion.reason == "ApprovalRejected: PROD rejected by alice: not today"
+    [(topic, subject, message)] = outbox.sent
+    assert topic == NOTIFICATIONS
+    assert subject == "image-cicd: promotion rejected (repo-1)"
+    assert "Reason: ApprovalRejected: PROD rejected by alice: not today" in message
+
+
+def test_given_no_plan_when_finished_then_only_the_notification_is_sent(ledger: Ledger) -> None:
+    outbox = Outbox()
+    failure = {"error": "BadInput", "cause": "the input must be a JSON object"}
+
+    finish(services(ledger, outbox), "PROMOTION", "exec-9", "FAILED", {}, failure)
+
+    assert len(outbox.sent) == 1
+    assert "Reason: BadInput: the input must be a JSON object" in outbox.sent[0][2]
+    with pytest.raises(PromotionNotFound):
+        ledger.get_promotion("exec-9")
+
+
+def test_a_rollback_is_notified_and_not_recorded_as_a_promotion(ledger: Ledger) -> None:
+    outbox = Outbox()
+
+    sent = finish(services(ledger, outbox), "ROLLBACK", "rb-1", "SUCCEEDED", {"rollback": ROLLBACK})
+
+    assert outbox.sent == [(NOTIFICATIONS, sent["subject"], sent["message"])]
+    assert "Rollback from v0.15 to v0.14" in sent["message"]
+    with pytest.raises(PromotionNotFound):
+        ledger.get_promotion("rb-1")
+
+
+# ----------------------------------------------------------- request_approval
+
+
+def test_given_a_test_approval_when_requested_then_the_link_has_the_id_and_never_the_token(
+    ledger: Ledger,
+) -> None:
+    outbox = Outbox()
+    tags = {"ecr-test/repo-1": {"v0.1": d(1), "v0.2": d(2), "latest": d(2), "dev": d(5)}}
+
+    request = request_approval(services(ledger, outbox, tags), make_plan(), "TEST", TOKEN, now=T0)
+
+    approval_id = request["approval_id"]
+    assert request["link"] == f"{BASE_URL}approvals/{approval_id}"
+    assert TOKEN not in request["link"]
+    assert request["expires_at"] == (T0 + timedelta(hours=1)).isoformat()
+    [(topic, subject, body)] = outbox.sent
+    assert topic == APPROVALS
+    assert request["link"] in body
+    assert TOKEN not in subject + body
+    assert subject == "Approval needed: ecr-dev/repo-1 -> TEST as v0.3"
+    assert "TEST runs now:  v0.2" in body
+
+
+def test_the_approval_request_keeps_the_token_in_the_ledger_only(ledger: Ledger) -> None:
+    outbox = Outbox()
+    tags = {"ecr-test/repo-1": {"v0.1": d(1), "latest": d(1)}}
+
+    request = request_approval(services(ledger, outbox, tags), make_plan(), "TEST", TOKEN, now=T0)
+
+    stored = ledger.get_approval(request["approval_id"])
+    assert stored.task_token.get_secret_value() == TOKEN
+    assert stored.status == "PENDING"
+    assert (stored.execution, stored.stage) == ("exec-1", "TEST")
+    assert (stored.repository, stored.target_repository) == ("ecr-dev/repo-1", "ecr-test/repo-1")
+    assert stored.digest == DIGEST
+    assert stored.version == "v0.2"
+    assert stored.current is not None
+    assert (stored.current.version, stored.current.digest) == ("v0.1", d(1))
+    assert stored.expires_at == T0 + timedelta(hours=1)
+
+
+def test_given_a_digest_already_versioned_in_the_target_then_the_request_shows_that_version(
+    ledger: Ledger,
+) -> None:
+    outbox = Outbox()
+    tags = {"ecr-test/repo-1": {"v0.1": DIGEST, "v0.2": d(2), "latest": d(2)}}
+
+    request = request_approval(services(ledger, outbox, tags), make_plan(), "TEST", TOKEN, now=T0)
+
+    assert ledger.get_approval(request["approval_id"]).version == "v0.1"
+
+
+def test_given_an_empty_target_then_the_request_is_for_the_first_version(ledger: Ledger) -> None:
+    outbox = Outbox()
+
+    request = request_approval(services(ledger, outbox), make_plan(), "TEST", TOKEN, now=T0)
+
+    stored = ledger.get_approval(request["approval_id"])
+    assert stored.version == "v0.1"
+    assert stored.current is None
+    assert "nothing yet (first release)" in outbox.sent[0][2]
+
+
+def test_given_a_prod_approval_then_it_goes_from_test_to_prod_with_the_test_results(
+    ledger: Ledger,
+) -> None:
+    outbox = Outbox()
+    tags = {
+        "ecr-test/repo-1": {"v0.3": DIGEST, "latest": DIGEST},
+        "ecr-prod/repo-1": {"v0.14": d(14), "v0.15": d(15), "latest": d(15)},
+    }
+    tests = TestResults(
+        passed=True,
+        summary="2 check(s) passed",
+        checks=[CheckResult(name="content", passed=True), CheckResult(name="size", passed=True)],
+    )
+
+    request = request_approval(
+        services(ledger, outbox, tags), make_plan(), "PROD", TOKEN, tests=tests, now=T0
+    )
+
+    stored = ledger.get_approval(request["approval_id"])
+    assert (stored.stage, stored.repository, stored.target_repository) == (
+        "PROD",
+        "ecr-test/repo-1",
+        "ecr-prod/repo-1",
+    )
+    assert stored.version == "v0.16"
+    assert stored.tests == tests
+    [(_, subject, body)] = outbox.sent
+    assert subject == "Approval needed: ecr-test/repo-1 -> PROD as v0.16"
+    assert "PROD runs now:  v0.15" in body
+    assert "PASSED (2 of 2 checks passed)" in body
+    assert request["link"] in body
+    assert TOKEN not in body
+
+
+def test_every_request_gets_its_own_approval_id(ledger: Ledger) -> None:
+    outbox = Outbox()
+    svc = services(ledger, outbox)
+
+    first = request_approval(svc, make_plan(), "TEST", TOKEN, now=T0)
+    second = request_approval(svc, make_plan(), "TEST", TOKEN, now=T0)
+
+    assert first["approval_id"] != second["approval_id"]
+    assert len(outbox.sent) == 2
