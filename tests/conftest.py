@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,10 +19,10 @@ USERNAME = "ci-user"
 PASSWORD = "ci-password-1"
 
 
-def _registry_children() -> list[tuple[int, str]]:
-    """(pid, command line) of live docker-registry children of this process."""
-    found = []
-    me = os.getpid()
+def _descendants() -> list[tuple[int, str]]:
+    """(pid, command line) of live processes started, directly or not, by this one."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -32,22 +33,32 @@ def _registry_children() -> list[tuple[int, str]]:
             continue
         # Fields after the parenthesised command: state, ppid, ...
         state, ppid = stat.rpartition(")")[2].split()[:2]
-        if int(ppid) == me and state != "Z" and "docker-registry" in cmdline:
-            found.append((int(entry.name), cmdline.strip()))
-    return found
+        if state != "Z":
+            parents[int(entry.name)] = int(ppid)
+            commands[int(entry.name)] = cmdline.strip()
+    mine, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - mine
+        mine |= frontier
+    return sorted((pid, commands[pid]) for pid in mine)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_registry_left_running() -> Iterator[None]:
+def _nothing_left_running() -> Iterator[None]:
+    """Registries, moto servers and Lambda workers started by tests must all be gone."""
     yield
-    leftovers = _registry_children()
+    leftovers = [
+        (pid, cmd)
+        for pid, cmd in _descendants()
+        if "docker-registry" in cmd or "image_cicd" in cmd or "lambda_worker" in cmd
+    ]
     for pid, _ in leftovers:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)
     if leftovers:
         pytest.fail(
-            "docker-registry processes started by the tests were still running at session "
-            f"end (killed now): {leftovers}",
+            f"processes started by the tests were still running at session end (killed now): "
+            f"{leftovers}",
             pytrace=False,
         )
 

@@ -7,11 +7,16 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
+if TYPE_CHECKING:
+    from image_cicd.target import Target
+
 F = TypeVar("F", bound=Callable[..., Any])
+STAGES: tuple[Literal["DEV", "TEST", "PROD"], ...] = ("DEV", "TEST", "PROD")
 
 
 def friendly_errors(func: F) -> F:
@@ -20,10 +25,21 @@ def friendly_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from image_cicd.errors import USER_ERRORS
+        from image_cicd.ledger import LedgerError
+        from image_cicd.local.stack import StackRunning
+        from image_cicd.operator import OperatorError
+        from image_cicd.target import TargetError
 
+        known: tuple[type[Exception], ...] = (
+            *USER_ERRORS,
+            LedgerError,
+            OperatorError,
+            StackRunning,
+            TargetError,
+        )
         try:
             return func(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except known as exc:
             raise click.ClickException(str(exc) or type(exc).__name__) from exc
 
     return wrapper  # type: ignore[return-value]
@@ -31,8 +47,59 @@ def friendly_errors(func: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="image-cicd")
-def main() -> None:
-    """Promote container images DEV -> TEST -> PROD by digest."""
+@click.option(
+    "--stack",
+    "stack_name",
+    envvar="IMAGE_CICD_STACK",
+    metavar="NAME",
+    help="A stack deployed on AWS (outputs from CloudFormation). Default: the local stack.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="IMAGE_CICD_STATE_DIR",
+    help="Where the local stack keeps its state (default: .image-cicd in the project).",
+)
+@click.pass_context
+def main(ctx: click.Context, stack_name: str | None, state_dir: Path | None) -> None:
+    """Promote container images DEV -> TEST -> PROD by digest, with approvals and rollback.
+
+    Commands work on the local stack (`image-cicd local up`) or, with --stack, on a
+    deployment on AWS.
+    """
+    ctx.obj = Context(stack_name, state_dir)
+
+
+class Context:
+    """Finds the stack the commands work on, once per command."""
+
+    def __init__(self, stack_name: str | None, state_dir: Path | None) -> None:
+        self.stack_name = stack_name
+        self.state_dir = state_dir
+        self._target: Target | None = None
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            if self.stack_name:
+                from image_cicd.target import from_cloudformation
+
+                self._target = from_cloudformation(self.stack_name)
+            else:
+                from image_cicd.local.stack import running_stack, target
+                from image_cicd.target import TargetError
+
+                info = running_stack(self.state_dir)
+                if info is None:
+                    raise TargetError(
+                        "no local stack is running: start one with `image-cicd local up`, "
+                        "or name a stack on AWS with --stack NAME"
+                    )
+                self._target = target(info)
+        return self._target
+
+
+pass_context = click.make_pass_decorator(Context)
 
 
 @main.command()
@@ -153,3 +220,571 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _short(digest: str | None) -> str:
+    return digest[7:19] if digest else "-"
+
+
+# -- local stack -----------------------------------------------------------------------
+
+
+@main.group()
+def local() -> None:
+    """The embedded stack: the whole workflow on this machine (no AWS, no Docker)."""
+
+
+@local.command("up")
+@click.option(
+    "--repositories",
+    default="repo-1,repo-2",
+    show_default=True,
+    help="The Repositories parameter of the template.",
+)
+@click.option(
+    "--parameter",
+    "-p",
+    "parameters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another template parameter (repeatable), e.g. -p ApprovalTimeoutSeconds=600.",
+)
+@click.option("--port", default=0, type=int, help="Port of the console and approval pages.")
+@click.option("--registry-port", default=0, type=int, help="Port of the registry.")
+@click.option("--aws-port", default=0, type=int, help="Port of the AWS endpoint (moto).")
+@click.option("--detach", is_flag=True, help="Start in the background and return.")
+@pass_context
+@friendly_errors
+def local_up(
+    ctx: Context,
+    repositories: str,
+    parameters: tuple[str, ...],
+    port: int,
+    registry_port: int,
+    aws_port: int,
+    detach: bool,
+) -> None:
+    """Start the stack: registry, Step Functions, Lambda, DynamoDB, SNS, pipelines.
+
+    Runs until Ctrl-C (or `image-cicd local down`); prints every pipeline run and
+    approval request as it happens.
+    """
+    from image_cicd.local.stack import LocalStack, default_state_dir, running_stack
+
+    params = {"Repositories": repositories}
+    for item in parameters:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--parameter")
+        params[key] = value
+    state_dir = ctx.state_dir or default_state_dir()
+    running = running_stack(state_dir)
+    if running is not None:
+        raise click.ClickException(
+            f"a local stack is already running (pid {running.pid}); console {running.console_url}"
+        )
+    if detach:
+        _detach(state_dir, repositories, parameters, port, registry_port, aws_port)
+        return
+    out = _console()
+    stack = LocalStack(
+        state_dir,
+        parameters=params,
+        http_port=port,
+        registry_port=registry_port,
+        aws_port=aws_port,
+        on_run=lambda run: out.print(
+            f"[dim]pipeline[/] {run.pipeline}: {run.status} [dim]{run.execution_name}[/]"
+        ),
+        on_message=lambda m: out.print(f"[bold]{m['subject']}[/]\n{m['message']}"),
+    )
+    with _signals_stop():
+        try:
+            stack.start()
+            _print_endpoints(stack.info)
+            out.print("[dim]Ctrl-C stops the stack.[/]")
+            while True:
+                signal_pause()
+        except KeyboardInterrupt:
+            out.print("stopping...")
+        finally:
+            stack.stop()
+
+
+def signal_pause() -> None:
+    import signal
+
+    signal.pause()
+
+
+class _signals_stop:
+    """SIGTERM (from `local down`) stops the stack like Ctrl-C does."""
+
+    def __enter__(self) -> None:
+        import signal
+
+        def stop(_signum: int, _frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        self._old = signal.signal(signal.SIGTERM, stop)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, self._old)
+
+
+def _detach(
+    state_dir: Path,
+    repositories: str,
+    parameters: tuple[str, ...],
+    port: int,
+    registry_port: int,
+    aws_port: int,
+) -> None:
+    import subprocess
+    import time
+
+    from image_cicd.local.stack import running_stack
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        sys.executable,
+        "-m",
+        "image_cicd.cli",
+        "--state-dir",
+        str(state_dir),
+        "local",
+        "up",
+        "--repositories",
+        repositories,
+        "--port",
+        str(port),
+        "--registry-port",
+        str(registry_port),
+        "--aws-port",
+        str(aws_port),
+    ]
+    for item in parameters:
+        args += ["--parameter", item]
+    log = (state_dir / "stack.log").open("ab")
+    proc = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        info = running_stack(state_dir)
+        if info is not None and info.pid == proc.pid:
+            _print_endpoints(info)
+            return
+        if proc.poll() is not None:
+            tail = (state_dir / "stack.log").read_text(errors="replace")[-2000:]
+            raise click.ClickException(f"the stack did not start:\n{tail}")
+        time.sleep(0.2)
+    proc.terminate()
+    raise click.ClickException("the stack did not start within 120 s")
+
+
+def _print_endpoints(info: Any) -> None:
+    out = _console()
+    out.print(f"[bold green]image-cicd local stack is up[/] (pid {info.pid})")
+    out.print(f"  console      {info.console_url}")
+    out.print(f"  approvals    {info.outputs.get('ApprovalBaseUrl', '')}approvals/<id>")
+    out.print(f"  registry     {info.registry_url}   (push to {info.registry_host}/ecr-dev/<repo>)")
+    out.print(f"  AWS endpoint {info.aws_endpoint}   (AWS_ENDPOINT_URL for the aws CLI / boto3)")
+    out.print(f"  state        {info.state_dir}")
+
+
+@local.command("down")
+@pass_context
+def local_down(ctx: Context) -> None:
+    """Stop the running local stack and everything it started."""
+    from image_cicd.local.stack import stop_running
+
+    info = stop_running(ctx.state_dir)
+    click.echo("stopped" if info else "no local stack is running")
+
+
+@local.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def local_status(ctx: Context, as_json: bool) -> None:
+    """Exit 0 and show the endpoints while the local stack is up; exit 1 otherwise."""
+    from image_cicd.local.stack import running_stack
+
+    info = running_stack(ctx.state_dir)
+    if as_json:
+        click.echo(json.dumps({"running": info is not None, **(info.__dict__ if info else {})}))
+    elif info is None:
+        click.echo("no local stack is running")
+    else:
+        _print_endpoints(info)
+    sys.exit(0 if info else 1)
+
+
+# -- images ---------------------------------------------------------------------------
+
+
+def _parse_size(text: str) -> int:
+    units = {
+        "": 1,
+        "B": 1,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+    }
+    number = text.strip().upper().rstrip()
+    digits = number.rstrip("KMGIB")
+    unit = number[len(digits) :]
+    try:
+        value = float(digits) * units[unit]
+    except (ValueError, KeyError):
+        raise click.BadParameter(f"{text!r}: use a size like 200MB, 64KiB or 1000") from None
+    if value < 1:
+        raise click.BadParameter(f"{text!r}: a layer needs at least one byte")
+    return int(value)
+
+
+@main.command()
+@click.argument("repository")
+@click.option("--layers", default=3, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--size",
+    default="30MB",
+    show_default=True,
+    help="Total size of the layers (per platform), e.g. 200MB.",
+)
+@click.option(
+    "--platforms",
+    default="linux/amd64",
+    show_default=True,
+    help="Comma list; more than one makes a multi-platform index.",
+)
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Image label.")
+@click.option("--user", default="1000:1000", show_default=True, help="The image's user.")
+@click.option(
+    "--oci-layout",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Push this OCI image layout directory instead of a synthetic image.",
+)
+@click.option(
+    "--registry",
+    "registry_host",
+    metavar="HOST[:PORT]",
+    help="Another registry than the stack's (then REPOSITORY is pushed there).",
+)
+@click.option("--insecure", is_flag=True, help="Plain HTTP to --registry.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+@friendly_errors
+def push(
+    ctx: Context,
+    repository: str,
+    layers: int,
+    size: str,
+    platforms: str,
+    labels: tuple[str, ...],
+    user: str,
+    oci_layout: Path | None,
+    registry_host: str | None,
+    insecure: bool,
+    as_json: bool,
+) -> None:
+    """Push an image to REPOSITORY[:TAG] (default tag: latest).
+
+    A push of the trigger tag to a DEV repository starts its pipeline.
+    """
+    from image_cicd.images import build_image, oci_layout_image, push_image
+    from image_cicd.registry.reference import check_repository, check_tag
+
+    name, _, tag = repository.partition(":")
+    check_repository(name)
+    tag = check_tag(tag or "latest")
+    if registry_host:
+        from image_cicd.registry.connect import client_for
+
+        client = client_for(registry_host, insecure=insecure)
+    else:
+        client = ctx.target.registry
+    if oci_layout:
+        image = oci_layout_image(oci_layout)
+    else:
+        total = _parse_size(size)
+        label_map = dict(item.partition("=")[::2] for item in labels)
+        image = build_image(
+            layer_sizes=[total // layers] * layers,
+            platforms=[p.strip() for p in platforms.split(",") if p.strip()],
+            labels=label_map,
+            user=user,
+        )
+    with _progress(image.size, enabled=not as_json) as advance:
+        digest = push_image(client, name, image, tags=[tag], progress=lambda n: advance("bytes", n))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "repository": name,
+                    "tag": tag,
+                    "digest": digest,
+                    "size": image.size,
+                    "registry": client.host,
+                }
+            )
+        )
+    else:
+        click.echo(f"pushed {client.host}/{name}:{tag}  {digest}  ({_size(image.size)})")
+
+
+# -- executions -----------------------------------------------------------------------
+
+
+def _executions(target: Target, limit: int = 50) -> list[dict[str, Any]]:
+    sfn = target.client("stepfunctions")
+    found = []
+    for kind, arn in (("promotion", target.promotion_arn), ("rollback", target.rollback_arn)):
+        for ex in sfn.list_executions(stateMachineArn=arn, maxResults=limit)["executions"]:
+            found.append({**ex, "kind": kind})
+    return sorted(found, key=lambda e: e["startDate"], reverse=True)[:limit]
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=20, show_default=True)
+@pass_context
+@friendly_errors
+def executions(ctx: Context, as_json: bool, limit: int) -> None:
+    """Executions of the promotion and rollback state machines, newest first."""
+    rows = _executions(ctx.target, limit)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": r["name"],
+                        "kind": r["kind"],
+                        "status": r["status"],
+                        "started": r["startDate"].isoformat(),
+                        "stopped": r["stopDate"].isoformat() if r.get("stopDate") else None,
+                    }
+                    for r in rows
+                ]
+            )
+        )
+        return
+    from rich.table import Table
+
+    table = Table("execution", "kind", "status", "started", "seconds")
+    for r in rows:
+        seconds = (r["stopDate"] - r["startDate"]).total_seconds() if r.get("stopDate") else None
+        table.add_row(
+            r["name"],
+            r["kind"],
+            _status_style(r["status"]),
+            r["startDate"].strftime("%Y-%m-%d %H:%M:%S"),
+            f"{seconds:.1f}" if seconds is not None else "",
+        )
+    _console().print(table)
+
+
+def _status_style(status: str) -> str:
+    colour = {
+        "SUCCEEDED": "green",
+        "FAILED": "red",
+        "RUNNING": "yellow",
+        "succeeded": "green",
+        "failed": "red",
+        "caught": "magenta",
+        "running": "yellow",
+        "waiting": "cyan",
+    }
+    return f"[{colour.get(status, 'dim')}]{status}[/]"
+
+
+@main.command()
+@click.argument("execution")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+@friendly_errors
+def show(ctx: Context, execution: str, as_json: bool) -> None:
+    """The states of EXECUTION in order, with status, and approval links while waiting."""
+    from image_cicd.approvals import approval_link
+    from image_cicd.history import cause_text, view
+    from image_cicd.operator import execution_arn, pending_approval
+
+    target = ctx.target
+    ex = view(target.client("stepfunctions"), execution_arn(target, execution))
+    approval = pending_approval(target, ex.name) if ex.waiting else None
+    link = (
+        approval_link(target.output("ApprovalBaseUrl"), approval.approval_id) if approval else None
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "name": ex.name,
+                    "status": ex.status,
+                    "error": ex.error,
+                    "cause": ex.cause,
+                    "path": ex.path,
+                    "approval_link": link,
+                    "states": [
+                        {"name": s.name, "status": s.status, "error": s.error, "seconds": s.seconds}
+                        for s in ex.states.values()
+                    ],
+                }
+            )
+        )
+        return
+    out = _console()
+    out.print(
+        f"[bold]{ex.name}[/]  {_status_style(ex.status)}"
+        + (f"  {ex.error}: {cause_text(ex.cause)}" if ex.error else "")
+    )
+    for name in dict.fromkeys(ex.path):
+        state = ex.states[name]
+        timing = f"{state.seconds:.1f}s" if state.seconds is not None else ""
+        note = f"  {state.error}" if state.error else ""
+        out.print(f"  {_status_style(state.status):<28} {name}  [dim]{timing}[/]{note}")
+    if link:
+        out.print(f"\nwaiting for {approval.stage} approval: {link}")  # type: ignore[union-attr]
+
+
+@main.command()
+@click.argument("execution")
+@click.option("--reject", is_flag=True, help="Reject instead of approve.")
+@click.option("--comment", default="", help="Why (kept in the ledger).")
+@click.option("--as", "approver", required=True, help="Your name or e-mail.")
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for a request.")
+@pass_context
+@friendly_errors
+def approve(
+    ctx: Context, execution: str, reject: bool, comment: str, approver: str, wait: float
+) -> None:
+    """Approve (or --reject) what EXECUTION waits for, through the approval endpoint."""
+    from image_cicd.operator import approve as decide
+
+    name = execution.rsplit(":", 1)[-1]
+    approval, result = decide(
+        ctx.target,
+        name,
+        "REJECTED" if reject else "APPROVED",
+        approver,
+        comment or None,
+        wait_seconds=wait,
+    )
+    if result.status != 200:
+        raise click.ClickException(
+            f"the approval endpoint answered {result.status}: {_page_text(result.page)}"
+        )
+    verb = "rejected" if reject else "approved"
+    click.echo(
+        f"{approval.stage} {verb} by {approver}: {approval.target_repository} "
+        f"{approval.version or ''} ({_short(approval.digest)})"
+    )
+
+
+def _page_text(page: str) -> str:
+    import re
+    from html import unescape
+
+    title = re.search(r"<h1[^>]*>(.*?)</h1>", page, re.S)
+    return unescape(re.sub(r"<[^>]+>", "", title.group(1))).strip() if title else page[:200]
+
+
+@main.command()
+@click.argument("repository", required=False)
+@click.option("--to", "to", metavar="VERSION", help="Roll back to this version (e.g. v0.14).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+@friendly_errors
+def rollback(
+    ctx: Context, repository: str | None, to: str | None, yes: bool, as_json: bool
+) -> None:
+    """Roll a PROD repository back to its previous version (or --to a named one).
+
+    Without REPOSITORY, choose from the PROD repositories of the stack.
+    """
+    from image_cicd.operator import start_rollback, wait_finished
+    from image_cicd.versions import VersionScheme, read_stage
+
+    target = ctx.target
+    prod = [target.stage_repository(name, "PROD") for name in target.repositories]
+    if repository is None:
+        if as_json:
+            raise click.UsageError("name the PROD repository (with --json there is no menu)")
+        for n, repo in enumerate(prod, 1):
+            state = read_stage(target.registry, repo, VersionScheme())
+            click.echo(f"{n}) {repo}  (latest: {state.current or _short(state.latest)})")
+        choice = click.prompt("Roll back which repository", type=click.IntRange(1, len(prod)))
+        repository = prod[choice - 1]
+    elif repository not in prod:
+        raise click.BadParameter(
+            f"{repository} is not a PROD repository of this stack ({', '.join(prod)})",
+            param_hint="REPOSITORY",
+        )
+    if not yes and not click.confirm(
+        f"Move {repository}:latest to {to or 'the previous version'}?"
+    ):
+        raise click.Abort()
+    desc = wait_finished(target, start_rollback(target, repository, to))
+    output = json.loads(desc.get("output") or "{}").get("rollback") or {}
+    if as_json:
+        click.echo(json.dumps({"status": desc["status"], "error": desc.get("error"), **output}))
+    if desc["status"] != "SUCCEEDED":
+        from image_cicd.history import cause_text
+
+        raise click.ClickException(
+            f"rollback failed: {desc.get('error')}: {cause_text(desc.get('cause'))}"
+        )
+    if not as_json:
+        click.echo(output.get("message", "rolled back"))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+@friendly_errors
+def repos(ctx: Context, as_json: bool) -> None:
+    """Every repository per stage: its versions and where latest points."""
+    from image_cicd.versions import VersionScheme, read_stage
+
+    target = ctx.target
+    rows: list[dict[str, Any]] = []
+    for name in target.repositories:
+        for stage in STAGES:
+            repo = target.stage_repository(name, stage)
+            state = read_stage(target.registry, repo, VersionScheme())
+            rows.append(
+                {
+                    "repository": repo,
+                    "stage": stage,
+                    "latest": state.latest,
+                    "latest_version": state.current,
+                    "versions": {v: state.versions[v] for v in state.ordered()},
+                }
+            )
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    table = Table("repository", "latest", "versions")
+    for row in rows:
+        latest = row["latest_version"] or _short(row["latest"])
+        versions = ", ".join(f"{v} {_short(d)}" for v, d in row["versions"].items())
+        table.add_row(row["repository"], latest, versions or "[dim]-[/]")
+    _console().print(table)
+
+
+if __name__ == "__main__":
+    main()

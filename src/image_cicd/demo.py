@@ -1,73 +1,170 @@
-"""`make demo`: the promotion engine on a real local registry.
+"""`make demo`: the whole workflow on the embedded stack, start to finish.
 
-Pushes a synthetic image to ecr-dev/repo-1, promotes it to TEST and PROD with
-version tags, pushes and promotes a second image, rolls PROD back, and prints what
-each repository holds.
+Starts the stack, pushes an image to ecr-dev/repo-1:latest (which triggers the
+pipeline), approves TEST through the approval endpoint, lets the tests run,
+approves PROD, does the same for a second image, rolls PROD back, prints the state
+transitions as they happen and a summary, and stops everything. The last line is
+one JSON object describing the first image's promotion and the rollback.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from image_cicd.history import states_of
 from image_cicd.images import build_image, push_image
-from image_cicd.local.registry import RegistryServer
-from image_cicd.locks import ThreadLocker
-from image_cicd.registry.client import RegistryClient
-from image_cicd.versions import VersionScheme, promote, read_stage, rollback
+from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.trigger import PipelineRunner
+from image_cicd.operator import approve, pending_approval, start_rollback, wait_finished
+from image_cicd.target import Target
+from image_cicd.versions import VersionScheme, read_stage
 
-DEV, TEST, PROD = "ecr-dev/repo-1", "ecr-test/repo-1", "ecr-prod/repo-1"
+NAME = "repo-1"
+DEV, TEST, PROD = f"ecr-dev/{NAME}", f"ecr-test/{NAME}", f"ecr-prod/{NAME}"
+APPROVER = "demo@example.com"
+
+
+class Watch(threading.Thread):
+    """Prints each state of an execution as it is entered and as it ends."""
+
+    def __init__(self, t: Target, arn: str, started: float) -> None:
+        super().__init__(daemon=True)
+        self.sfn = t.client("stepfunctions")
+        self.arn, self.started = arn, started
+        self.done = threading.Event()
+        self.transitions = 0
+
+    def run(self) -> None:
+        desc = self.sfn.describe_execution(executionArn=self.arn)
+        machine = self.sfn.describe_state_machine(stateMachineArn=desc["stateMachineArn"])
+        definition = json.loads(machine["definition"])
+        shown: dict[str, str] = {}
+        while True:
+            status = self.sfn.describe_execution(executionArn=self.arn)["status"]
+            events = self.sfn.get_execution_history(executionArn=self.arn, maxResults=1000)
+            states, path = states_of(definition, events["events"], status)
+            self.transitions = len(path)
+            for name in dict.fromkeys(path):
+                state = states[name]
+                if shown.get(name) != state.status:
+                    shown[name] = state.status
+                    took = f" ({state.seconds:.1f} s)" if state.seconds is not None else ""
+                    note = f" {state.error}" if state.error else ""
+                    _say(f"    {self._clock()}  {name:<24} {state.status}{took}{note}")
+            if status != "RUNNING" or self.done.is_set():
+                return
+            time.sleep(0.15)
+
+    def _clock(self) -> str:
+        return f"+{time.perf_counter() - self.started:5.1f}s"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _next_run(runner: PipelineRunner, seen: int, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(runner.runs) > seen and runner.runs[seen].execution_arn:
+            return runner.runs[seen].execution_arn
+        time.sleep(0.05)
+    raise SystemExit("the push did not start the pipeline")
+
+
+def promote_one(
+    stack: LocalStack, t: Target, n: int, started: float
+) -> tuple[str, str, dict[str, Any]]:
+    assert stack.runner is not None
+    image = build_image(
+        layers=3, layer_size=1_000_000, labels={"org.opencontainers.image.version": str(n)}
+    )
+    seen = len(stack.runner.runs)
+    push_image(t.registry, DEV, image, tags=["latest"])
+    _say(f"\n[{n}] pushed {DEV}:latest  {image.digest}")
+    arn = _next_run(stack.runner, seen)
+    execution = arn.rsplit(":", 1)[-1]
+    _say(f"    pipeline started {execution}")
+    watch = Watch(t, arn, started)
+    watch.start()
+    for stage in ("TEST", "PROD"):
+        approval = pending_approval(t, execution, wait_seconds=60)
+        if approval is None:
+            raise SystemExit(f"{execution}: no {stage} approval request")
+        _, result = approve(t, execution, "APPROVED", APPROVER, f"demo approves {stage}")
+        _say(
+            f"    {watch._clock()}  approved {stage} through the approval page (HTTP {result.status})"
+        )
+    desc = wait_finished(t, arn)
+    watch.join(timeout=5)
+    if desc["status"] != "SUCCEEDED":
+        raise SystemExit(f"{execution} ended {desc['status']}: {desc.get('error')}")
+    return image.digest, execution, json.loads(desc["output"])
 
 
 def main() -> None:
-    with (
-        tempfile.TemporaryDirectory(prefix="image-cicd-demo-") as tmp,
-        RegistryServer(Path(tmp) / "registry") as registry,
-    ):
-        print(f"registry: {registry.url} (docker-registry, pid {registry.pid})")
-        started = time.perf_counter()
-        client = RegistryClient(registry.url)
-        locker = ThreadLocker()
-        first = build_image(layers=3, layer_size=2_000_000, platforms=["linux/amd64"])
-        second = build_image(layers=3, layer_size=2_000_000, platforms=["linux/amd64"])
-        promotions = []
-        for n, image in enumerate((first, second), 1):
-            push_image(client, DEV, image, tags=["latest"])
-            print(f"pushed image {n} to {DEV}:latest  {image.digest}")
-            for src, dst in ((DEV, TEST), (TEST, PROD)):
-                p = promote(client, src, image.digest, client, dst, locker=locker)
-                promotions.append(p)
-                print(
-                    f"  {src} -> {dst}: {p.version}  ({p.copy.blobs_mounted} blobs mounted, "
-                    f"{p.copy.bytes_moved} bytes moved, {p.copy.seconds:.3f} s)"
-                )
-        back = rollback(client, PROD, locker=locker)
-        print(back.message)
-        for repository in (DEV, TEST, PROD):
-            state = read_stage(client, repository, VersionScheme())
-            versions = ", ".join(f"{v}={state.versions[v][:19]}" for v in state.ordered())
-            print(f"{repository:18} latest={(state.latest or '-')[:19]}  {versions or '-'}")
-        print(
-            json.dumps(
-                {
-                    "source": {"repository": DEV, "digest": first.digest},
-                    "test": {
-                        "repository": TEST,
-                        "version": promotions[0].version,
-                        "digest": promotions[0].digest,
-                    },
-                    "prod": {
-                        "repository": PROD,
-                        "version": promotions[1].version,
-                        "digest": promotions[1].digest,
-                    },
-                    "rollback": {"from": back.from_version, "to": back.to_version},
-                    "seconds": round(time.perf_counter() - started, 2),
-                }
+    with tempfile.TemporaryDirectory(prefix="image-cicd-demo-") as tmp:
+        _say("starting the embedded stack (registry, moto Step Functions/Lambda/DynamoDB/SNS) ...")
+        setup = time.perf_counter()
+        with LocalStack(Path(tmp), parameters={"Repositories": f"{NAME},repo-2"}) as stack:
+            info = stack.info
+            _say(
+                f"stack up in {time.perf_counter() - setup:.1f} s: console {info.console_url}  "
+                f"registry {info.registry_url}"
             )
-        )
+            t = target(info)
+            started = time.perf_counter()
+            first, first_execution, first_output = promote_one(stack, t, 1, started)
+            promote_one(stack, t, 2, started)
+            _say(f"\n[3] rolling back {PROD}")
+            arn = start_rollback(t, PROD)
+            watch = Watch(t, arn, started)
+            watch.start()
+            desc = wait_finished(t, arn)
+            watch.join(timeout=5)
+            back = json.loads(desc.get("output") or "{}").get("rollback", {})
+            _say(f"    {back.get('message', desc.get('error'))}")
+            seconds = time.perf_counter() - started
+            _say("\nWhat each repository holds now:")
+            for repository in (DEV, TEST, PROD):
+                state = read_stage(t.registry, repository, VersionScheme())
+                versions = "  ".join(f"{v}={state.versions[v][7:19]}" for v in state.ordered())
+                latest = state.current or (state.latest or "-")[7:19]
+                _say(f"  {repository:<17} latest -> {latest:<12} {versions or '(no versions)'}")
+            promotion = t.ledger.get_promotion(first_execution)
+            _say(
+                f"\nLedger for image 1: outcome {promotion.outcome}; approvals: "
+                + ", ".join(f"{a.stage} by {a.approver}" for a in promotion.approvals)
+            )
+            _say(f"Flow took {seconds:.1f} s (without the stack's start-up).")
+            test_copy = first_output["test"]["copy"]
+            prod = first_output["prod"]["promotion"]
+            print(
+                json.dumps(
+                    {
+                        "source": {"repository": DEV, "digest": first},
+                        "test": {
+                            "repository": test_copy["repository"],
+                            "version": test_copy["version"],
+                            "digest": test_copy["digest"],
+                        },
+                        "prod": {
+                            "repository": prod["repository"],
+                            "version": prod["version"],
+                            "digest": prod["digest"],
+                        },
+                        "rollback": {"from": back.get("from"), "to": back.get("to")},
+                        "seconds": round(seconds, 2),
+                    }
+                )
+            )
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import random
 import tarfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from image_cicd.registry.client import RegistryClient
@@ -244,3 +245,51 @@ def _counted(blob: Blob, progress: Callable[[int], None] | None) -> Iterator[byt
         if progress:
             progress(len(chunk))
         yield chunk
+
+
+def _file_blob(path: Path, media_type: str, digest: str) -> Blob:
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    blob = Blob.from_generator(media_type, chunks)
+    if blob.digest != digest:
+        raise ValueError(f"{path}: content hashes to {blob.digest}, the layout says {digest}")
+    return blob
+
+
+def oci_layout_image(layout: Path) -> SyntheticImage:
+    """The (first) image of an OCI image layout directory, ready for `push_image`."""
+    try:
+        index = json.loads((layout / "index.json").read_text())
+        top = index["manifests"][0]
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise ValueError(f"{layout} is not an OCI image layout with an image: {exc}") from exc
+
+    def blob_path(digest: str) -> Path:
+        algorithm, _, hexd = digest.partition(":")
+        return layout / "blobs" / algorithm / hexd
+
+    def manifest(descriptor: Mapping[str, object]) -> Manifest:
+        digest = str(descriptor["digest"])
+        data = blob_path(digest).read_bytes()
+        found = Manifest.from_bytes(data, str(descriptor.get("mediaType") or "") or None)
+        if found.digest != digest:
+            raise ValueError(f"{layout}: manifest {digest} does not match its content")
+        return found
+
+    def platform_image(m: Manifest, platform: str) -> PlatformImage:
+        blobs = [_file_blob(blob_path(d.digest), d.media_type, d.digest) for d in m.blobs]
+        return PlatformImage(platform, blobs[0], tuple(blobs[1:]), m)
+
+    root = manifest(top)
+    if root.is_index:
+        children = tuple(
+            platform_image(
+                manifest({"digest": c.digest, "mediaType": c.media_type}), c.platform or ""
+            )
+            for c in root.children
+        )
+        return SyntheticImage(root, children)
+    return SyntheticImage(root, (platform_image(root, ""),))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from image_cicd.approvals import approval_link, format_message, new_approval_request
 from image_cicd.config import Settings
 from image_cicd.errors import BadInput, ImageNotFound
+from image_cicd.history import cause_text
 from image_cicd.ledger import Ledger
 from image_cicd.locks import Locker
 from image_cicd.models import ImageRef, Outcome, Release, TestResults
@@ -208,7 +209,11 @@ def finish(
     """Record the outcome of a promotion and send the notification with the reason."""
     subject, message = outcome_message(workflow, execution, outcome, details, failure)
     if workflow == "PROMOTION" and "plan" in details:
-        reason = None if failure is None else f"{failure.get('error')}: {failure.get('cause')}"
+        reason = (
+            None
+            if failure is None
+            else f"{failure.get('error')}: {cause_text(failure.get('cause'))}"
+        )
         services.ledger.finish_promotion(execution, outcome, reason, now=_now())
     services.publish(services.settings.notifications_topic_arn, subject, message)
     return {"subject": subject, "message": message}
@@ -235,7 +240,8 @@ def outcome_message(
     if back:
         lines.append(str(back.get("message", "")))
     if failure:
-        lines.append(f"Reason: {failure.get('error')}: {failure.get('cause') or 'no detail'}")
+        cause = cause_text(failure.get("cause")) or "no detail"
+        lines.append(f"Reason: {failure.get('error')}: {cause}")
     subject = f"image-cicd: {workflow.lower()} {outcome.lower()}"
     asked = details.get("repository") or details.get("RepositoryName")  # the machine's input
     name = plan.get("name") or (back.get("repository") if back else None) or asked

@@ -1,0 +1,246 @@
+"""End to end: the `image-cicd` command against a real embedded stack.
+
+The stack runs in this process (registry and moto as child processes, the trigger
+path and approval endpoint in threads); the commands find it through its state
+file, exactly as they do after `image-cicd local up`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner, Result
+
+from image_cicd.cli import main
+from image_cicd.images import build_image, push_image
+from image_cicd.local.stack import LocalStack, target
+from image_cicd.target import Target
+from image_cicd.versions import VersionScheme, read_stage
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    params = {"Repositories": "repo-1,repo-2,repo-3,repo-4"}
+    with LocalStack(tmp_path_factory.mktemp("e2e"), parameters=params) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def t(stack: LocalStack) -> Target:
+    return target(stack.info)
+
+
+def cli(stack: LocalStack, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(
+        main, ["--state-dir", str(stack.state_dir), *args], input=input, catch_exceptions=False
+    )
+
+
+def ok(stack: LocalStack, *args: str) -> str:
+    result = cli(stack, *args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def run_count(stack: LocalStack) -> int:
+    assert stack.runner is not None
+    return len(stack.runner.runs)
+
+
+def wait_runs(stack: LocalStack, count: int, timeout: float = 30) -> list[str]:
+    """Execution names of the first `count` pipeline runs, once they have started."""
+    assert stack.runner is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = stack.runner.runs[:count]
+        if len(runs) == count and all(r.execution_arn for r in runs):
+            return [r.execution_name for r in runs]
+        time.sleep(0.1)
+    raise AssertionError(f"expected {count} pipeline runs, have {stack.runner.runs}")
+
+
+def show(stack: LocalStack, execution: str) -> dict:
+    return json.loads(ok(stack, "show", execution, "--json"))
+
+
+def wait_show(stack: LocalStack, execution: str, until: str, timeout: float = 60) -> dict:
+    """`show` until the execution waits for an approval ("waiting") or has ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = show(stack, execution)
+        if until == "waiting" and shown["approval_link"]:
+            return shown
+        if until == "ended" and shown["status"] != "RUNNING":
+            return shown
+        time.sleep(0.2)
+    raise AssertionError(f"{execution} did not reach {until}: {shown}")
+
+
+def test_push_trigger_approve_promote_and_roll_back(stack: LocalStack, t: Target) -> None:
+    before = run_count(stack)
+    pushed = json.loads(ok(stack, "push", "ecr-dev/repo-1:latest", "--size", "2MB", "--json"))
+    [execution] = wait_runs(stack, before + 1)[before:]
+
+    shown = wait_show(stack, execution, "waiting")
+    page = requests.get(shown["approval_link"], timeout=30)  # a GET shows, never decides
+    assert page.status_code == 200
+    assert pushed["digest"] in page.text
+    assert show(stack, execution)["approval_link"] == shown["approval_link"]
+    assert t.ledger.list_approvals("PENDING")[0].execution == execution
+
+    out = ok(stack, "approve", execution, "--as", "ana@example.com", "--comment", "ok")
+    assert "TEST approved by ana@example.com" in out
+    shown = wait_show(stack, execution, "waiting")
+    states = {s["name"]: s["status"] for s in shown["states"]}
+    assert states["Run tests"] == "succeeded"
+    ok(stack, "approve", execution, "--as", "ana@example.com")
+    assert wait_show(stack, execution, "ended")["status"] == "SUCCEEDED"
+
+    repos = {r["repository"]: r for r in json.loads(ok(stack, "repos", "--json"))}
+    assert repos["ecr-prod/repo-1"]["latest"] == pushed["digest"]
+    assert repos["ecr-prod/repo-1"]["latest_version"] == "v0.1"
+    assert repos["ecr-test/repo-1"]["versions"] == {"v0.1": pushed["digest"]}
+
+    # a second image, then roll PROD back to the first
+    before = run_count(stack)
+    second = json.loads(ok(stack, "push", "ecr-dev/repo-1:latest", "--size", "1MB", "--json"))
+    [execution] = wait_runs(stack, before + 1)[before:]
+    wait_show(stack, execution, "waiting")
+    ok(stack, "approve", execution, "--as", "bo")
+    wait_show(stack, execution, "waiting")
+    ok(stack, "approve", execution, "--as", "bo")
+    assert wait_show(stack, execution, "ended")["status"] == "SUCCEEDED"
+    assert read_stage(t.registry, "ecr-prod/repo-1", VersionScheme()).latest == second["digest"]
+
+    out = ok(stack, "rollback", "ecr-prod/repo-1", "--yes")
+    assert out.strip() == "Rollback from v0.2 to v0.1"
+    state = read_stage(t.registry, "ecr-prod/repo-1", VersionScheme())
+    assert (state.latest, state.current) == (pushed["digest"], "v0.1")
+    listed = json.loads(ok(stack, "executions", "--json"))
+    assert listed[0]["kind"] == "rollback"
+    assert listed[0]["status"] == "SUCCEEDED"
+
+
+def test_rejection_leaves_prod_untouched(stack: LocalStack, t: Target) -> None:
+    before = run_count(stack)
+    ok(stack, "push", "ecr-dev/repo-2:latest", "--size", "1MB")
+    [execution] = wait_runs(stack, before + 1)[before:]
+    wait_show(stack, execution, "waiting")
+    ok(stack, "approve", execution, "--as", "ana")
+    wait_show(stack, execution, "waiting")
+
+    out = ok(stack, "approve", execution, "--reject", "--as", "cy", "--comment", "not today")
+
+    assert "PROD rejected by cy" in out
+    shown = wait_show(stack, execution, "ended")
+    assert (shown["status"], shown["error"]) == ("FAILED", "ApprovalRejected")
+    assert t.registry.list_tags("ecr-prod/repo-2") == []
+    assert read_stage(t.registry, "ecr-test/repo-2", VersionScheme()).current == "v0.1"
+
+
+def test_only_a_dev_push_of_the_trigger_tag_starts_the_pipeline(
+    stack: LocalStack, t: Target
+) -> None:
+    before = run_count(stack)
+    image = build_image(layers=1, layer_size=1000)
+    push_image(t.registry, "ecr-test/repo-3", image, tags=["latest"])
+    push_image(t.registry, "ecr-prod/repo-3", image, tags=["latest"])
+    push_image(t.registry, "ecr-dev/repo-3", image, tags=["candidate"])
+    push_image(t.registry, "ecr-dev/unlisted", image, tags=["latest"])
+    # A control push that does trigger: the registry delivers notifications in order,
+    # so once its run exists, every push above has been seen (and ignored).
+    control = build_image(layers=1, layer_size=1001)
+    push_image(t.registry, "ecr-dev/repo-3", control, tags=["latest"])
+
+    [execution] = wait_runs(stack, before + 1)[before:]
+
+    time.sleep(0.5)
+    assert run_count(stack) == before + 1
+    assert stack.runner is not None
+    detail = Path(
+        stack.state_dir,
+        "pipelines",
+        stack.runner.runs[before].pipeline,
+        stack.runner.runs[before].run_id,
+        "imageDetail.json",
+    )
+    assert json.loads(detail.read_text())["ImageDigest"] == control.digest
+    wait_show(stack, execution, "waiting")
+    ok(stack, "approve", execution, "--reject", "--as", "test")
+
+
+def test_two_quick_pushes_run_one_after_the_other(stack: LocalStack, t: Target) -> None:
+    before = run_count(stack)
+    first, second = build_image(layers=1, layer_size=500), build_image(layers=1, layer_size=501)
+    push_image(t.registry, "ecr-dev/repo-4", first, tags=["latest"])
+    push_image(t.registry, "ecr-dev/repo-4", second, tags=["latest"])
+    assert stack.runner is not None
+    deadline = time.monotonic() + 30
+    while run_count(stack) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    one, two = stack.runner.runs[before : before + 2]
+
+    [name_one] = wait_runs(stack, before + 1)[before:]
+    wait_show(stack, name_one, "waiting")
+    assert not two.execution_arn, "the second run started while the first was running"
+    assert two.status == "QUEUED"
+
+    ok(stack, "approve", name_one, "--reject", "--as", "test")
+    ended = wait_show(stack, name_one, "ended")
+    [_, name_two] = wait_runs(stack, before + 2)[before:]
+    sfn = t.client("stepfunctions")
+    first_desc = sfn.describe_execution(executionArn=one.execution_arn)
+    second_desc = sfn.describe_execution(executionArn=two.execution_arn)
+    assert ended["status"] == "FAILED"
+    assert second_desc["startDate"] >= first_desc["stopDate"]
+    inputs = [json.loads(d["input"])["ImageDigest"] for d in (first_desc, second_desc)]
+    assert inputs == [first.digest, second.digest]  # each run pinned its own digest
+    wait_show(stack, name_two, "waiting")
+    ok(stack, "approve", name_two, "--reject", "--as", "test")
+
+
+def test_status_and_a_second_up(stack: LocalStack) -> None:
+    status = json.loads(ok(stack, "local", "status", "--json"))
+    assert status["running"] is True
+    assert status["console_url"] == stack.info.console_url
+    again = cli(stack, "local", "up")
+    assert again.exit_code == 1
+    assert "already running" in again.output
+
+
+def test_errors_are_one_clear_line(stack: LocalStack) -> None:
+    for args, message in [
+        (("show", "no-such-execution"), "no execution named 'no-such-execution'"),
+        (("rollback", "ecr-prod/nope", "--yes"), "is not a PROD repository"),
+        (("push", "Bad/Name"), "not a valid repository name"),
+        (("approve", "no-such-execution", "--as", "x", "--wait", "0"), "is not waiting"),
+    ]:
+        result = cli(stack, *args)
+        assert result.exit_code != 0
+        assert message in result.output
+        assert "Traceback" not in result.output
+
+
+def test_rollback_menu_asks_and_confirms(stack: LocalStack, t: Target) -> None:
+    result = CliRunner().invoke(
+        main, ["--state-dir", str(stack.state_dir), "rollback"], input="9\n2\nn\n"
+    )
+    assert "1) ecr-prod/repo-1" in result.output
+    assert "Move ecr-prod/repo-2:latest to the previous version?" in result.output
+    assert result.exit_code == 1  # declined: Aborted
+    assert re.search(r"Aborted", result.output)
+
+
+def test_status_without_a_stack(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--state-dir", str(tmp_path), "local", "status"])
+    assert result.exit_code == 1
+    assert "no local stack is running" in result.output
+    result = CliRunner().invoke(main, ["--state-dir", str(tmp_path), "repos"])
+    assert result.exit_code == 1
+    assert "image-cicd local up" in result.output
