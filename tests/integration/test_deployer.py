@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from image_cicd.local.aws import LocalAws
-from image_cicd.local.deployer import CREATED, NOT_NEEDED, deploy
+from image_cicd.local.deployer import CREATED, NOT_NEEDED, DeployError, deploy
 from image_cicd.template import expand, load_template
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -72,3 +72,21 @@ def test_an_unknown_resource_type_is_reported_by_name(aws: LocalAws, tmp_path: P
 
     assert deployment.unsupported == {"AuditQueue": "AWS::SQS::Queue"}
     assert "AuditQueue" not in deployment.created
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"ApprovalTimeoutSeconds": "999999"}, "above MaxValue"),
+        ({"ApprovalTimeoutSeconds": "10"}, "below MinValue"),
+        ({"DevPrefix": "Bad Prefix"}, "does not match"),
+        ({"TestPrefix": "ecr-dev"}, "three different namespaces"),
+        ({"TriggerTag": ""}, "TriggerTag=.. does not match"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_before_anything_is_created(
+    aws: LocalAws, parameters: dict[str, str], message: str
+) -> None:
+    with pytest.raises(DeployError, match=message):
+        deploy(aws, PROJECT, parameters=parameters)
+    assert aws.client("dynamodb").list_tables()["TableNames"] == []

@@ -299,6 +299,44 @@ def _physical(
     return refs, attrs
 
 
+def check_parameters(template: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Refuse parameter values as CloudFormation would: constraints, then Rules."""
+    problems = []
+    for name, spec in (template.get("Parameters") or {}).items():
+        if name not in values:
+            problems.append(f"{name}: no value and no default")
+            continue
+        value = values[name]
+        items = value if isinstance(value, list) else [value]
+        hint = spec.get("ConstraintDescription", "")
+        for item in items:
+            text = str(item)
+            if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], text):
+                problems.append(f"{name}={text!r} does not match {spec['AllowedPattern']} {hint}")
+            if "AllowedValues" in spec and text not in [str(v) for v in spec["AllowedValues"]]:
+                problems.append(f"{name}={text!r} is not one of {spec['AllowedValues']}")
+            if "MaxLength" in spec and len(text) > int(spec["MaxLength"]):
+                problems.append(f"{name} is longer than {spec['MaxLength']} characters")
+            if spec.get("Type") == "Number":
+                try:
+                    number = float(text)
+                except ValueError:
+                    problems.append(f"{name}={text!r} is not a number")
+                    continue
+                if "MinValue" in spec and number < float(spec["MinValue"]):
+                    problems.append(f"{name}={text} is below MinValue {spec['MinValue']}")
+                if "MaxValue" in spec and number > float(spec["MaxValue"]):
+                    problems.append(f"{name}={text} is above MaxValue {spec['MaxValue']}")
+    if not problems:
+        resolver = _Resolver({}, values, "check", {}, {})
+        for rule in (template.get("Rules") or {}).values():
+            for assertion in rule.get("Assertions", []):
+                if not resolver.value(assertion["Assert"]):
+                    problems.append(assertion.get("AssertDescription", "a Rule failed"))
+    if problems:
+        raise DeployError("parameters refused: " + "; ".join(problems))
+
+
 def deploy(
     aws: LocalAws,
     project_dir: Path,
@@ -312,6 +350,7 @@ def deploy(
     template = load_template(project_dir / template_file)
     expanded = expand(template, parameters)
     params = parameter_values(template, parameters)
+    check_parameters(template, params)
     resources: dict[str, Any] = expanded.get("Resources") or {}
     names = _Resolver(expanded, params, stack_name, {}, {})
     refs, attrs = _physical(resources, stack_name, api_url, names.value)
