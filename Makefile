@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 PY312 ?= $(shell command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)
 
-.PHONY: all deps system-deps test lint bench demo build clean
+.PHONY: all deps system-deps test test-sfn-local lint bench demo build clean
 
 all: lint test
 
@@ -28,6 +28,10 @@ deps: $(STAMP) node_modules/.installed system-deps
 
 test: deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The mock-config test cases on Step Functions Local (needs a Docker engine).
+test-sfn-local: deps
+	$(BIN)/pytest tests/sfn_local -m docker
 
 lint: deps
 	$(BIN)/ruff check .
@@ -52,5 +56,5 @@ demo: deps
 	$(BIN)/python -m image_cicd.demo
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .aws-sam .image-cicd test-artifacts bench/results
+	rm -rf $(VENV) .venv-sam node_modules .pytest_cache .mypy_cache .ruff_cache .aws-sam .image-cicd test-artifacts bench/results
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

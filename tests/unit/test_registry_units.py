@@ -124,6 +124,8 @@ def test_error_bodies_become_typed_errors(status: int, body: dict, expected: typ
     assert type(err) is expected
     assert err.status == status
     assert str(err).startswith(expected.code)
+    if expected is TagImmutable:
+        assert "IMMUTABLE_WITH_EXCLUSION" in str(err)
 
 
 def test_parse_bearer_challenge() -> None:

@@ -134,7 +134,12 @@ def error_from_response(status: int, body: bytes, context: str) -> RegistryError
         pass
     text = f"{context}: {message or f'HTTP {status}'}"
     if code == "TAG_INVALID" and "immutable" in message.lower():
-        return TagImmutable(text, status=status, detail=detail)
+        return TagImmutable(
+            f"{text}. Let latest move: set the repository's tag mutability to MUTABLE, or to "
+            "IMMUTABLE_WITH_EXCLUSION with an exclusion for 'latest'",
+            status=status,
+            detail=detail,
+        )
     cls = _BY_CODE.get(code)
     if cls is None:
         if status == 401:
