@@ -53,7 +53,7 @@ def run_count(stack: LocalStack) -> int:
     return len(stack.runner.runs)
 
 
-def wait_runs(stack: LocalStack, count: int, timeout: float = 30) -> list[str]:
+def wait_runs(stack: LocalStack, count: int, timeout: float = 120) -> list[str]:
     """Execution names of the first `count` pipeline runs, once they have started."""
     assert stack.runner is not None
     deadline = time.monotonic() + timeout
@@ -69,7 +69,7 @@ def show(stack: LocalStack, execution: str) -> dict:
     return json.loads(ok(stack, "show", execution, "--json"))
 
 
-def wait_show(stack: LocalStack, execution: str, until: str, timeout: float = 60) -> dict:
+def wait_show(stack: LocalStack, execution: str, until: str, timeout: float = 120) -> dict:
     """`show` until the execution waits for an approval ("waiting") or has ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -181,7 +181,7 @@ def test_two_quick_pushes_run_one_after_the_other(stack: LocalStack, t: Target) 
     push_image(t.registry, "ecr-dev/repo-4", first, tags=["latest"])
     push_image(t.registry, "ecr-dev/repo-4", second, tags=["latest"])
     assert stack.runner is not None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while run_count(stack) < before + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     one, two = stack.runner.runs[before : before + 2]

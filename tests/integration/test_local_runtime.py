@@ -409,3 +409,135 @@ def test_server_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
         parent.kill()  # no chance to clean up: the server must notice by itself
         parent.wait()
     _assert_no_processes(str(tmp_path), wait=5.0)
+
+
+# -- the zygote: fast forks, yet nothing shared between invocations ------------------------------
+
+STATEFUL = """
+    import os
+    import sys
+
+    import boto3
+    import requests
+
+    CALLS = []
+
+    def lambda_handler(event, context):
+        CALLS.append(1)
+        seen = {
+            "calls": len(CALLS),
+            "env": os.environ.get("LEAKED"),
+            "module_attr": getattr(requests, "leaked", None),
+            "default_session": boto3.DEFAULT_SESSION is not None,
+            "requests_from": requests.__file__,
+        }
+        os.environ["LEAKED"] = "yes"
+        requests.leaked = "yes"
+        boto3.client("dynamodb")  # sets boto3.DEFAULT_SESSION
+        if event.get("exit") is not None:
+            sys.exit(event["exit"])
+        if event.get("kill"):
+            os.kill(os.getpid(), 9)
+        return {"seen": seen, "pid": os.getpid(), "ppid": os.getppid()}
+"""
+
+
+@pytest.fixture
+def stateful(tmp_path: Path) -> Iterator[Path]:
+    code = tmp_path / "stateful"
+    code.mkdir()
+    (code / "app.py").write_text(textwrap.dedent(STATEFUL))
+    yield code
+    _assert_no_processes(str(tmp_path))
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_invocations_fork_from_one_zygote_and_share_nothing(stateful: Path) -> None:
+    with LocalLambdaRuntime(endpoint_url="http://127.0.0.1:1") as runtime:
+        spec = FunctionSpec("stateful", stateful, timeout_seconds=10)
+        first, second = (runtime.invoke(spec, b"{}").json() for _ in range(2))
+        zygote = runtime.zygote_pid
+    assert zygote is not None
+    assert first["ppid"] == second["ppid"] == zygote  # the same zygote forked both ...
+    assert first["pid"] != second["pid"]  # ... into two processes
+    fresh = {
+        "calls": 1,
+        "env": None,
+        "module_attr": None,
+        "default_session": False,
+        "requests_from": first["seen"]["requests_from"],
+    }
+    assert first["seen"] == second["seen"] == fresh
+    assert not _is_running(zygote)  # close() stopped it
+
+
+def test_runtime_exits_have_lambdas_error_shape(stateful: Path) -> None:
+    with LocalLambdaRuntime() as runtime:
+        spec = FunctionSpec("stateful", stateful, timeout_seconds=10)
+        exited = runtime.invoke(spec, b'{"exit": 2}')
+        killed = runtime.invoke(spec, b'{"kill": true}')
+        unparsable = runtime.invoke(spec, b"{not json")
+        ok = runtime.invoke(spec, b"{}")
+    for result in (exited, killed):
+        assert result.function_error == "Unhandled"
+        assert result.json()["errorType"] == "Runtime.ExitError"
+    assert exited.json()["errorMessage"].endswith("Runtime exited with error: exit status 2")
+    assert killed.json()["errorMessage"].endswith("Runtime exited with error: signal: SIGKILL")
+    assert unparsable.json()["errorType"] == "Runtime.UnmarshalError"
+    assert ok.function_error is None  # the zygote survives its children's deaths
+
+
+def test_a_layer_can_bring_its_own_copy_of_a_preloaded_package(
+    stateful: Path, tmp_path: Path
+) -> None:
+    layer = tmp_path / "layer"
+    (layer / "requests").mkdir(parents=True)
+    (layer / "requests" / "__init__.py").write_text("leaked = None\n")
+    with LocalLambdaRuntime() as runtime:
+        plain = runtime.invoke(FunctionSpec("plain", stateful, timeout_seconds=10), b"{}")
+        layered = runtime.invoke(
+            FunctionSpec("layered", stateful, layer_dirs=[layer], timeout_seconds=10), b"{}"
+        )
+    assert "site-packages" in plain.json()["seen"]["requests_from"]
+    assert layered.json()["seen"]["requests_from"] == str(layer / "requests" / "__init__.py")
+
+
+def _zygotes_of(pid: int) -> list[str]:
+    return _processes_mentioning(f"image-cicd-lambda-zygote runtime={pid}")
+
+
+def test_no_zygote_or_sandbox_outlives_the_server(tmp_path: Path) -> None:
+    dirs = _write_handlers(tmp_path)
+    aws = LocalAws(tmp_path / "state").start()
+    try:
+        server = aws.pid
+        assert server is not None
+        aws.deploy_function(FunctionSpec("slow", dirs["slow"], timeout_seconds=600))
+        assert _invoke(aws, "slow", {"sleep": 0})[1] == "finished"
+        assert len(_zygotes_of(server)) == 1
+        aws.stop()  # orderly
+        _assert_no_processes(f"image-cicd-lambda-zygote runtime={server}")
+
+        aws.start()  # a new server: nothing deployed
+        server = aws.pid
+        assert server is not None
+        aws.deploy_function(FunctionSpec("slow", dirs["slow"], timeout_seconds=600))
+        aws.client("lambda").invoke(
+            FunctionName="slow", InvocationType="Event", Payload=json.dumps({"sleep": 600})
+        )
+        deadline = time.monotonic() + 10
+        while not _processes_mentioning(str(dirs["slow"])):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(server, 9)  # no chance to clean up: the zygote must notice by itself
+        _assert_no_processes(f"image-cicd-lambda-zygote runtime={server}")
+        _assert_no_processes(str(dirs["slow"]))
+    finally:
+        aws.stop()
+    _assert_no_processes(str(tmp_path))

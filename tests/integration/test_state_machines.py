@@ -61,7 +61,7 @@ def stage(t: Target, repository: str) -> tuple[dict[str, str], str | None]:
 def run_to_approval(t: Target, name: str, image: SyntheticImage) -> str:
     arn = start_promotion(t, f"ecr-dev/{name}", image.digest)
     execution = arn.rsplit(":", 1)[-1]
-    assert pending_approval(t, execution, wait_seconds=30) is not None, "no TEST approval"
+    assert pending_approval(t, execution, wait_seconds=120) is not None, "no TEST approval"
     return execution
 
 
@@ -77,7 +77,7 @@ def arn_of(t: Target, execution: str) -> str:
 def promote_fully(t: Target, name: str, image: SyntheticImage) -> str:
     execution = run_to_approval(t, name, image)
     decide(t, execution, "APPROVED")
-    assert pending_approval(t, execution, wait_seconds=60) is not None, "no PROD approval"
+    assert pending_approval(t, execution, wait_seconds=120) is not None, "no PROD approval"
     decide(t, execution, "APPROVED")
     assert finished(t, arn_of(t, execution))["status"] == "SUCCEEDED"
     return execution
@@ -132,7 +132,7 @@ def test_prod_rejected_leaves_prod_untouched(t: Target) -> None:
     image = push(t, "repo-3")
     execution = run_to_approval(t, "repo-3", image)
     decide(t, execution, "APPROVED")
-    assert pending_approval(t, execution, wait_seconds=60) is not None
+    assert pending_approval(t, execution, wait_seconds=120) is not None
 
     decide(t, execution, "REJECTED")
 
@@ -164,7 +164,7 @@ def test_approval_expired(t: Target) -> None:
     finally:
         undo()
 
-    desc = finished(t, arn_of(t, execution), timeout=30)
+    desc = finished(t, arn_of(t, execution), timeout=120)
 
     assert desc["status"] == "FAILED"
     assert desc["error"] == "ApprovalExpired"
@@ -182,7 +182,7 @@ def test_tests_fail_after_the_copy_to_test(t: Target) -> None:
 
     decide(t, execution, "APPROVED")
 
-    desc = finished(t, arn_of(t, execution), timeout=60)
+    desc = finished(t, arn_of(t, execution), timeout=120)
     assert (desc["status"], desc["error"]) == ("FAILED", "TestsFailed")
     assert stage(t, f"ecr-test/{FAILING_TESTS}") == ({"v0.1": image.digest}, image.digest)
     assert stage(t, f"ecr-prod/{FAILING_TESTS}") == ({}, None)
@@ -200,7 +200,7 @@ def test_image_deleted_before_the_copy(t: Target) -> None:
 
     decide(t, execution, "APPROVED")
 
-    desc = finished(t, arn_of(t, execution), timeout=60)
+    desc = finished(t, arn_of(t, execution), timeout=120)
     assert (desc["status"], desc["error"]) == ("FAILED", "ImageNotFound")
     assert stage(t, "ecr-test/repo-6") == ({}, None)
     assert stage(t, "ecr-prod/repo-6") == ({}, None)
@@ -234,7 +234,7 @@ def test_registry_briefly_unavailable_is_retried(
             time.sleep(0.3)
         assert "RegistryUnavailable" in errors
         proxy.up()
-        assert pending_approval(t, execution, wait_seconds=60) is not None, "not retried"
+        assert pending_approval(t, execution, wait_seconds=120) is not None, "not retried"
     finally:
         proxy.up()
         undo()
@@ -264,7 +264,7 @@ def test_two_promotions_of_one_repository_at_once(t: Target) -> None:
     decide(t, first, "APPROVED")
     decide(t, second, "APPROVED")
     for execution in (first, second):
-        assert pending_approval(t, execution, wait_seconds=60) is not None
+        assert pending_approval(t, execution, wait_seconds=120) is not None
     for execution in (first, second):
         decide(t, execution, "APPROVED")
     for execution in (first, second):
