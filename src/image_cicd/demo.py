@@ -56,12 +56,12 @@ class Watch(threading.Thread):
                     shown[name] = state.status
                     took = f" ({state.seconds:.1f} s)" if state.seconds is not None else ""
                     note = f" {state.error}" if state.error else ""
-                    _say(f"    {self._clock()}  {name:<24} {state.status}{took}{note}")
+                    _say(f"    {self.clock()}  {name:<24} {state.status}{took}{note}")
             if status != "RUNNING" or self.done.is_set():
                 return
             time.sleep(0.15)
 
-    def _clock(self) -> str:
+    def clock(self) -> str:
         return f"+{time.perf_counter() - self.started:5.1f}s"
 
 
@@ -98,9 +98,7 @@ def promote_one(
         if approval is None:
             raise SystemExit(f"{execution}: no {stage} approval request")
         _, result = approve(t, execution, "APPROVED", APPROVER, f"demo approves {stage}")
-        _say(
-            f"    {watch._clock()}  approved {stage} through the approval page (HTTP {result.status})"
-        )
+        _say(f"    {watch.clock()}  approved {stage} on the approval page (HTTP {result.status})")
     desc = wait_finished(t, arn)
     watch.join(timeout=5)
     if desc["status"] != "SUCCEEDED":

@@ -509,7 +509,7 @@ def test_a_layer_can_bring_its_own_copy_of_a_preloaded_package(
 
 
 def _zygotes_of(pid: int) -> list[str]:
-    return _processes_mentioning(f"image-cicd-lambda-zygote runtime={pid}")
+    return _processes_mentioning(f"image_cicd.local.lambda_worker zygote runtime={pid}")
 
 
 def test_no_zygote_or_sandbox_outlives_the_server(tmp_path: Path) -> None:
@@ -522,7 +522,7 @@ def test_no_zygote_or_sandbox_outlives_the_server(tmp_path: Path) -> None:
         assert _invoke(aws, "slow", {"sleep": 0})[1] == "finished"
         assert len(_zygotes_of(server)) == 1
         aws.stop()  # orderly
-        _assert_no_processes(f"image-cicd-lambda-zygote runtime={server}")
+        _assert_no_processes(f"image_cicd.local.lambda_worker zygote runtime={server}")
 
         aws.start()  # a new server: nothing deployed
         server = aws.pid
@@ -536,7 +536,7 @@ def test_no_zygote_or_sandbox_outlives_the_server(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         os.kill(server, 9)  # no chance to clean up: the zygote must notice by itself
-        _assert_no_processes(f"image-cicd-lambda-zygote runtime={server}")
+        _assert_no_processes(f"image_cicd.local.lambda_worker zygote runtime={server}")
         _assert_no_processes(str(dirs["slow"]))
     finally:
         aws.stop()

@@ -1,11 +1,15 @@
-"""A local Lambda runtime: every invocation runs the handler in a fresh child process.
+"""A local Lambda runtime: every invocation runs the handler in its own child process.
 
-The child (``lambda_worker.py``) gets the function's environment plus what the Lambda
-service sets (function name, region, memory, fake credentials) and ``AWS_ENDPOINT_URL``
-pointing at the local AWS endpoint, reads the event on stdin and writes the result on a
-channel separate from the handler's prints, which are the function's logs. Timeouts
-kill the child's whole process group. Results and errors have the shapes the Lambda
-service returns, so Step Functions Retry/Catch match on the same error names.
+The children are forked from a zygote (``lambda_worker.py``, started on the first
+invocation, one per runtime) that has already imported boto3, Powertools and the other
+modules handlers use, so an invocation costs a fork instead of a Python start-up. Each
+child gets the function's environment plus what the Lambda service sets (function
+name, region, memory, fake credentials) and ``AWS_ENDPOINT_URL`` pointing at the local
+AWS endpoint, imports the handler afresh and exits after one invocation: nothing leaks
+from one invocation into the next. The handler's prints go to a per-invocation file,
+which are the function's logs; the result comes back on a socket. Timeouts kill the
+child's whole process group. Results and errors have the shapes the Lambda service
+returns, so Step Functions Retry/Catch match on the same error names.
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Self
 
 from image_cicd.local import lambda_worker
 
@@ -32,6 +39,8 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "123456789012"
 LOG_TAIL_BYTES = 4096
 _WORKER_FILE = Path(lambda_worker.__file__).resolve()
+# Room in the zygote's command line for its children's titles (function name, code dir).
+_TITLE_ROOM = 300
 # What a Lambda sandbox has besides the function's own variables; the rest of this
 # process's environment is not passed on.
 _INHERITED_VARIABLES = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "SYSTEMROOT")
@@ -94,7 +103,12 @@ class InvokeResult:
 
 
 class LocalLambdaRuntime:
-    """Runs handlers in child processes, one per invocation (thread-safe)."""
+    """Runs handlers in child processes, one per invocation (thread-safe).
+
+    The children are forked from a zygote process that the runtime starts on the first
+    invocation (or on :meth:`start`) and stops on :meth:`kill_all`/:meth:`close`, when
+    it is garbage-collected, at interpreter exit, or - by itself - when this process dies.
+    """
 
     def __init__(
         self,
@@ -111,14 +125,16 @@ class LocalLambdaRuntime:
         self.python = python
         self.log_dir = log_dir
         self._lock = threading.Lock()
-        self._running: set[subprocess.Popen[bytes]] = set()
+        self._running: set[int] = set()  # sandbox pids (each leads its process group)
+        self._zygote: _Zygote | None = None
+        self._stop_zygote: weakref.finalize[[], LocalLambdaRuntime] | None = None
         self._closed = False
 
     def function_arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
 
-    def environment_for(self, spec: FunctionSpec) -> dict[str, str]:
-        """The child's environment: Lambda's reserved variables, then the function's."""
+    def _common_environment(self) -> dict[str, str]:
+        """What every sandbox has (the zygote too, so modules it imports see it)."""
         env = {k: os.environ[k] for k in _INHERITED_VARIABLES if k in os.environ}
         env.update(
             {
@@ -127,13 +143,7 @@ class LocalLambdaRuntime:
                 "AWS_SESSION_TOKEN": "testing",
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,
-                "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
                 "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
-                "LAMBDA_TASK_ROOT": str(spec.code_dir),
-                "_HANDLER": spec.handler,
                 "TZ": ":UTC",
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONDONTWRITEBYTECODE": "1",
@@ -143,8 +153,36 @@ class LocalLambdaRuntime:
         )
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        return env
+
+    def environment_for(self, spec: FunctionSpec) -> dict[str, str]:
+        """The child's environment: Lambda's reserved variables, then the function's."""
+        env = self._common_environment()
+        env.update(
+            {
+                "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+                "LAMBDA_TASK_ROOT": str(spec.code_dir),
+                "_HANDLER": spec.handler,
+            }
+        )
         env.update(spec.environment)
         return env
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The zygote's pid, if it has been started."""
+        zygote = self._zygote
+        return zygote.proc.pid if zygote else None
+
+    def start(self) -> Self:
+        """Start the zygote now rather than on the first invocation (it needs a second)."""
+        with self._lock:
+            if not self._closed:
+                self._ensure_zygote()
+        return self
 
     def invoke(
         self,
@@ -158,6 +196,7 @@ class LocalLambdaRuntime:
         """Run ``spec``'s handler on ``payload`` (the event as JSON bytes) and wait for it."""
         request_id = request_id or str(uuid.uuid4())
         started = time.time()
+        deadline = started + spec.timeout_seconds
         today = dt.datetime.now(dt.UTC).strftime("%Y/%m/%d")
         params = {
             "function_name": spec.name,
@@ -170,82 +209,147 @@ class LocalLambdaRuntime:
             "handler": spec.handler,
             "code_dir": str(spec.code_dir),
             "layer_dirs": [str(p) for p in spec.layer_dirs],
-            "deadline": started + spec.timeout_seconds,
+            "deadline": deadline,
+            "environment": self.environment_for(spec),
         }
-        env = self.environment_for(spec)
-        env[lambda_worker.INVOKE_ENV] = json.dumps(params)
-        proc = subprocess.Popen(
-            [self.python, "-u", str(_WORKER_FILE), str(spec.code_dir)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=spec.code_dir,
-            env=env,
-            start_new_session=True,  # its own process group: a timeout kills it all
-        )
-        with self._lock:
-            if self._closed:
-                _kill_group(proc)
-            self._running.add(proc)
-        timed_out = False
-        try:
-            out, err = proc.communicate(payload, timeout=spec.timeout_seconds)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            out, err = proc.communicate()
-        finally:
-            _kill_group(proc)  # anything the handler left running in the background
-            with self._lock:
-                self._running.discard(proc)
+        with tempfile.TemporaryFile() as log:
+            timed_out, frame = self._run(params, payload, log, deadline)
+            logs = os.pread(log.fileno(), os.fstat(log.fileno()).st_size, 0)
         duration_ms = (time.time() - started) * 1000
-        logs = err.decode(errors="replace")
+        text = logs.decode(errors="replace")
 
-        function_error: str | None = None
+        function_error: str | None = "Unhandled"
         if timed_out:
             stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
             message = (
                 f"{stamp} {request_id} Task timed out after {spec.timeout_seconds:.2f} seconds"
             )
             body = json.dumps({"errorType": "Sandbox.Timedout", "errorMessage": message}).encode()
-            logs += message + "\n"
-            function_error = "Unhandled"
-        elif proc.returncode in (lambda_worker.EXIT_OK, lambda_worker.EXIT_FUNCTION_ERROR) and out:
-            body = out
-            if proc.returncode == lambda_worker.EXIT_FUNCTION_ERROR:
-                function_error = "Unhandled"
+            text += message + "\n"
+        elif frame is not None and frame[0] == b"R":
+            body = frame[1][1:]
+            if frame[1][0] == lambda_worker.EXIT_OK:
+                function_error = None
         else:
-            status = (
-                f"signal: {signal.Signals(-proc.returncode).name}"
-                if proc.returncode < 0
-                else f"exit status {proc.returncode}"
-            )
+            reason = "Runtime exited without providing a reason"
+            if frame is not None and frame[0] == b"X":
+                code = int(frame[1])
+                status = (
+                    f"signal: {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                )
+                reason = f"Runtime exited with error: {status}"
             body = json.dumps(
                 {
                     "errorType": "Runtime.ExitError",
-                    "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: "
-                    f"{status}",
+                    "errorMessage": f"RequestId: {request_id} Error: {reason}",
                 }
             ).encode()
-            function_error = "Unhandled"
 
-        logs = (
-            f"START RequestId: {request_id} Version: {function_version}\n{logs}"
+        text = (
+            f"START RequestId: {request_id} Version: {function_version}\n{text}"
             f"END RequestId: {request_id}\n"
             f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
             f"Memory Size: {spec.memory_mb} MB\n"
         )
-        self._write_log(spec.name, logs)
-        tail = logs.encode()[-LOG_TAIL_BYTES:].decode(errors="replace")
+        self._write_log(spec.name, text)
+        tail = text.encode()[-LOG_TAIL_BYTES:].decode(errors="replace")
         return InvokeResult(200, body, function_error, tail, request_id, duration_ms)
 
+    def _run(
+        self, params: dict[str, Any], payload: bytes, log: IO[bytes], deadline: float
+    ) -> tuple[bool, tuple[bytes, bytes] | None]:
+        """Have the zygote fork a sandbox for one invocation; (timed out, last frame)."""
+        ours, theirs = socket.socketpair()
+        pid: int | None = None
+        frame: tuple[bytes, bytes] | None = None
+        with ours:
+            try:
+                with theirs:
+                    if not self._submit(theirs, log):
+                        return False, (b"X", str(-signal.SIGKILL).encode())
+                _until(ours, deadline)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    lambda_worker.send_frame(ours, b"Q", json.dumps(params).encode())
+                    lambda_worker.send_frame(ours, b"E", payload)
+                while True:
+                    _until(ours, deadline)
+                    frame = lambda_worker.recv_frame(ours)
+                    if frame is None or frame[0] != b"P":
+                        return False, frame
+                    pid = self._started(int(frame[1]))
+            except TimeoutError:
+                if pid is None:  # a sandbox that started at the last moment
+                    with contextlib.suppress(OSError, ValueError):
+                        ours.settimeout(0.05)
+                        if (late := lambda_worker.recv_frame(ours)) and late[0] == b"P":
+                            pid = int(late[1])
+                return True, None
+            except ConnectionResetError:
+                return False, None
+            finally:
+                if pid is not None:
+                    _kill_group(pid)  # anything the handler left running in the background
+                    with self._lock:
+                        self._running.discard(pid)
+
+    def _submit(self, conn: socket.socket, log: IO[bytes]) -> bool:
+        """Hand ``conn`` and ``log`` to the zygote (started if needed); False once closed."""
+        with self._lock:
+            for attempt in range(2):
+                if self._closed:
+                    return False
+                zygote = self._ensure_zygote()
+                try:
+                    zygote.submit(conn, log)
+                    return True
+                except OSError:  # it died: start another one
+                    if attempt:
+                        raise
+                    self._replace_zygote(None)
+        return False
+
+    def _started(self, pid: int) -> int:
+        with self._lock:
+            self._running.add(pid)
+            closed = self._closed
+        if closed:
+            _kill_group(pid)
+        return pid
+
+    def _ensure_zygote(self) -> _Zygote:
+        """(Called with the lock held.)"""
+        if self._zygote is None or self._zygote.proc.poll() is not None:
+            env = self._common_environment()
+            # Modules the zygote imports check it (the X-Ray SDK: "am I on Lambda?").
+            env["LAMBDA_TASK_ROOT"] = str(_WORKER_FILE.parent)
+            self._replace_zygote(_Zygote(self.python, env))
+        assert self._zygote is not None
+        return self._zygote
+
+    def _replace_zygote(self, zygote: _Zygote | None) -> None:
+        """(Called with the lock held.)"""
+        if self._stop_zygote is not None:
+            self._stop_zygote()
+        self._zygote = zygote
+        self._stop_zygote = weakref.finalize(self, zygote.stop) if zygote else None
+
     def kill_all(self) -> None:
-        """Kill every running invocation (and refuse new ones); used at shutdown."""
+        """Kill every running invocation and the zygote (and refuse new invocations)."""
         with self._lock:
             self._closed = True
             running = list(self._running)
-        for proc in running:
-            _kill_group(proc)
+        for pid in running:
+            _kill_group(pid)
+        with self._lock:
+            self._replace_zygote(None)
+
+    close = kill_all
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _write_log(self, function_name: str, text: str) -> None:
         if self.log_dir is None:
@@ -255,6 +359,52 @@ class LocalLambdaRuntime:
             f.write(text)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+class _Zygote:
+    """The zygote process and the control socket that hands it invocations."""
+
+    def __init__(self, python: str, env: dict[str, str]) -> None:
+        self.control, theirs = socket.socketpair()
+        with theirs:
+            self.proc = subprocess.Popen(
+                [
+                    python,
+                    "-u",
+                    str(_WORKER_FILE),
+                    "--control-fd",
+                    str(theirs.fileno()),
+                    "--parent-pid",
+                    str(os.getpid()),
+                    "--title-room",
+                    "." * _TITLE_ROOM,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=env,
+                pass_fds=[theirs.fileno()],
+            )
+
+    def submit(self, conn: socket.socket, log: IO[bytes]) -> None:
+        socket.send_fds(self.control, [b"I"], [conn.fileno(), log.fileno()])
+
+    def stop(self) -> None:
+        """Stop it; it kills the sandboxes it is running."""
+        self.control.close()  # it exits on EOF, or on SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _until(sock: socket.socket, deadline: float) -> None:
+    remaining = deadline - time.time()
+    if remaining <= 0:
+        raise TimeoutError
+    sock.settimeout(remaining)
+
+
+def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint_url = f"http://{args.host}:{port}"
     runtime = LocalLambdaRuntime(
         endpoint_url=endpoint_url, region=args.region, log_dir=state_dir / "logs"
-    )
+    ).start()  # its zygote warms up while functions are being deployed
     install(FunctionRegistry(state_dir / FUNCTIONS_FILE), runtime)
 
     def shutdown(signum: int = 0, frame: FrameType | None = None) -> None:
