@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 
 PY312 ?= $(shell command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)
 
-.PHONY: all deps system-deps test test-sfn-local lint bench demo build clean
+.PHONY: all deps system-deps test test-sfn-local screenshots lint bench demo build clean
 
 all: lint test
 
@@ -28,6 +28,10 @@ deps: $(STAMP) node_modules/.installed system-deps
 
 test: deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Refresh the README's screenshots (docs/screenshots) from the browser tests.
+screenshots: deps
+	IMAGE_CICD_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/browser -k screenshots
 
 # The mock-config test cases on Step Functions Local (needs a Docker engine).
 test-sfn-local: deps

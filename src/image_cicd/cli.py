@@ -660,6 +660,38 @@ def show(ctx: Context, execution: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("execution")
+@click.option(
+    "--svg",
+    "svg_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the graph as an SVG file instead of printing it.",
+)
+@pass_context
+@friendly_errors
+def graph(ctx: Context, execution: str, svg_file: Path | None) -> None:
+    """The state machine graph of EXECUTION with each state's status."""
+    import json as _json
+
+    from image_cicd.graph import render_svg, render_text
+    from image_cicd.history import view
+    from image_cicd.operator import execution_arn
+
+    target = ctx.target
+    sfn = target.client("stepfunctions")
+    arn = execution_arn(target, execution)
+    machine = sfn.describe_execution(executionArn=arn)["stateMachineArn"]
+    definition = _json.loads(sfn.describe_state_machine(stateMachineArn=machine)["definition"])
+    ex = view(sfn, arn, definition)
+    if svg_file:
+        svg_file.write_text(render_svg(definition, ex.states, ex.path, title=ex.name))
+        click.echo(f"wrote {svg_file}")
+    else:
+        click.echo(f"{ex.name}  {ex.status}")
+        click.echo(render_text(definition, ex.states, ex.path))
+
+
+@main.command()
+@click.argument("execution")
 @click.option("--reject", is_flag=True, help="Reject instead of approve.")
 @click.option("--comment", default="", help="Why (kept in the ledger).")
 @click.option("--as", "approver", required=True, help="Your name or e-mail.")

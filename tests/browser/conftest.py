@@ -110,14 +110,15 @@ def page(browser: Any, request: pytest.FixtureRequest, dialogs: list[str]) -> It
 
 @pytest.fixture
 def screenshot() -> Callable[..., Path]:
-    """`screenshot(page, name)`: a full-page PNG in test-artifacts/browser/, also copied
-    to docs/screenshots/ (the README's pictures) unless `docs=False`."""
+    """`screenshot(page, name)`: a full-page PNG in test-artifacts/browser/; with
+    IMAGE_CICD_UPDATE_SCREENSHOTS=1 (`make screenshots`) also copied to
+    docs/screenshots/, the README's pictures, unless `docs=False`."""
 
     def save(page: Any, name: str, *, docs: bool = True) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / name
         page.screenshot(path=str(path), full_page=True)
-        if docs:
+        if docs and os.environ.get("IMAGE_CICD_UPDATE_SCREENSHOTS") == "1":
             target_dir = ROOT / "docs" / "screenshots"
             target_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target_dir / name)

@@ -244,3 +244,18 @@ def test_status_without_a_stack(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--state-dir", str(tmp_path), "repos"])
     assert result.exit_code == 1
     assert "image-cicd local up" in result.output
+
+
+def test_graph_in_the_terminal_and_as_svg(stack: LocalStack, tmp_path: Path) -> None:
+    listed = json.loads(ok(stack, "executions", "--json"))
+    promotion = next(e["name"] for e in listed if e["kind"] == "promotion")
+
+    text = ok(stack, "graph", promotion)
+    assert "Resolve repository" in text
+    assert "succeeded" in text
+    svg_file = tmp_path / "graph.svg"
+    ok(stack, "graph", promotion, "--svg", str(svg_file))
+    svg = svg_file.read_text()
+    assert svg.startswith("<svg")
+    assert 'id="state-resolve-repository"' in svg
+    assert 'data-status="succeeded"' in svg

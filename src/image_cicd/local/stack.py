@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from image_cicd.local.aws import LocalAws
+from image_cicd.local.console import Console
 from image_cicd.local.deployer import REGION, Deployment, deploy
 from image_cicd.local.registry import NotificationEndpoint, RegistryServer
 from image_cicd.local.server import Inbox, StackServer
@@ -170,6 +171,7 @@ class LocalStack:
             on_run=self.on_run,
         )
         self.runner.start()
+        self.server.mount("/", Console(target(self.info), self.inbox))
         (self.state_dir / STATE_FILE).write_text(json.dumps(self.info.__dict__, indent=2))
 
     @property
