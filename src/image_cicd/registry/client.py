@@ -75,6 +75,7 @@ class RegistryClient:
         upload_chunk_size: int = 64 << 20,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
         self.verify = verify
         self.timeout = timeout
         self.retries = retries
