@@ -20,29 +20,32 @@ STAGES: tuple[Literal["DEV", "TEST", "PROD"], ...] = ("DEV", "TEST", "PROD")
 
 
 def friendly_errors(func: F) -> F:
-    """Known failures end with one clear line and exit status 1, not a traceback."""
+    """Known failures end with one clear line and exit status 1, not a traceback.
+
+    The error classes are imported only when something failed: importing them up
+    front would load boto3 into every command.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from image_cicd.errors import USER_ERRORS
-        from image_cicd.ledger import LedgerError
-        from image_cicd.local.stack import StackRunning
-        from image_cicd.operator import OperatorError
-        from image_cicd.target import TargetError
-
-        known: tuple[type[Exception], ...] = (
-            *USER_ERRORS,
-            LedgerError,
-            OperatorError,
-            StackRunning,
-            TargetError,
-        )
         try:
             return func(*args, **kwargs)
-        except known as exc:
+        except Exception as exc:
+            if isinstance(exc, click.ClickException) or not _known_error(exc):
+                raise
             raise click.ClickException(str(exc) or type(exc).__name__) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _known_error(exc: Exception) -> bool:
+    from image_cicd.errors import USER_ERRORS
+    from image_cicd.ledger import LedgerError
+    from image_cicd.local.stack import StackRunning
+    from image_cicd.operator import OperatorError
+    from image_cicd.target import TargetError
+
+    return isinstance(exc, (*USER_ERRORS, LedgerError, OperatorError, StackRunning, TargetError))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,6 +146,12 @@ def copy(
             target.host, insecure=insecure, credentials=dst_creds, pool_size=workers * 2
         )
     )
+    import time
+
+    started = time.perf_counter()
+    before = src_client.requests_made + (
+        dst_client.requests_made if dst_client is not src_client else 0
+    )
     image = read_image(src_client, source.repository, source.reference)
     if target.digest and target.digest != image.root.digest:
         raise click.ClickException(f"{src} is {image.root.digest}, not {target.digest}")
@@ -160,6 +169,13 @@ def copy(
             progress=advance,
             image=image,
         )
+    # Count the manifest reads above too: the whole copy, not counting start-up.
+    result.seconds = round(time.perf_counter() - started, 4)
+    result.requests = (
+        src_client.requests_made
+        + (dst_client.requests_made if dst_client is not src_client else 0)
+        - before
+    )
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return

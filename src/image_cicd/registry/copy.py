@@ -1,9 +1,11 @@
 """The copy engine: an image, by digest, from one repository to another, byte-exact.
 
-Order of work: read the root manifest (and an index's children), verify every digest,
-bring every blob into the destination (already there: skip; same registry: mount;
-otherwise stream with a digest check), PUT the child manifests, then the root, all by
-digest. Tags come last, so nothing is tagged before all its content is there.
+Order of work: read the root manifest (and an index's children), verify every digest;
+if the destination has that manifest already, only add the tags; otherwise bring
+every blob into the destination (same registry: mount; otherwise skip it when
+it is there, else stream it with a digest check), PUT the child manifests by digest,
+then the root — by its tag when it has one. The root goes last, after all the
+content it refers to, so nothing is tagged before all its content is there.
 """
 
 from __future__ import annotations
@@ -118,7 +120,9 @@ class _Copier:
         self.blob_attempts = blob_attempts
 
     def blob(self, blob: Descriptor) -> tuple[BlobOutcome, int]:
-        if self.dst.blob_size(self.dst_repo, blob.digest) is not None:
+        # Within one registry the mount request alone does it: the registry answers
+        # 201 whether it links the blob now or already had it (counted as mounted).
+        if not self.mount and self.dst.blob_size(self.dst_repo, blob.digest) is not None:
             self.progress("present", blob.size)
             return "present", 0
         for attempt in range(1, self.blob_attempts + 1):
@@ -193,17 +197,24 @@ def copy_image(
         progress=progress or (lambda _kind, _n: None),
         blob_attempts=blob_attempts,
     )
-    blobs = image.blobs
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="blob") as pool:
-        outcomes = list(pool.map(copier.blob, blobs))
-    for outcome, moved in outcomes:
-        setattr(result, f"blobs_{outcome}", getattr(result, f"blobs_{outcome}") + 1)
-        result.bytes_moved += moved
-    for manifest in image.manifests:  # children first, the root (index) last
-        dst.put_manifest(dst_repo, manifest.digest, manifest)
-    for tag in tags:
-        dst.put_manifest(dst_repo, tag, image.root)
-        result.tags.append(tag)
+    if dst.head_manifest(dst_repo, image.root.digest) is not None:
+        # The destination has this image already (a re-promotion): only tags to add.
+        result.blobs_present = len(image.blobs)
+        copier.progress("present", image.size)
+        for tag in tags:
+            dst.put_manifest(dst_repo, tag, image.root)
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="blob") as pool:
+            outcomes = list(pool.map(copier.blob, image.blobs))
+        for outcome, moved in outcomes:
+            setattr(result, f"blobs_{outcome}", getattr(result, f"blobs_{outcome}") + 1)
+            result.bytes_moved += moved
+        for manifest in image.children:  # children before the index that lists them
+            dst.put_manifest(dst_repo, manifest.digest, manifest)
+        # The root last: by its first tag (which stores it by digest too), or by digest.
+        for reference in tags or [image.root.digest]:
+            dst.put_manifest(dst_repo, reference, image.root)
+    result.tags.extend(tags)
     result.requests = src.requests_made + (dst.requests_made if dst is not src else 0) - before
     result.seconds = round(time.perf_counter() - started, 4)
     return result
