@@ -25,5 +25,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(
         name=f"{task.workflow.title()}{task.outcome.title()}", unit=MetricUnit.Count, value=1
     )
+    if "duration_seconds" in sent:
+        metrics.add_metric(
+            name="PromotionDuration", unit=MetricUnit.Seconds, value=sent["duration_seconds"]
+        )
     logger.info("notified", extra={"outcome": task.outcome, "subject": sent["subject"]})
     return sent

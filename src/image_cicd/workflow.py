@@ -205,18 +205,24 @@ def finish(
     outcome: Outcome,
     details: dict[str, Any],
     failure: dict[str, Any] | None = None,
-) -> dict[str, str]:
-    """Record the outcome of a promotion and send the notification with the reason."""
+) -> dict[str, Any]:
+    """Record the outcome of a promotion and send the notification with the reason.
+
+    Returns the message sent and, for a recorded promotion, how long it took.
+    """
     subject, message = outcome_message(workflow, execution, outcome, details, failure)
+    sent: dict[str, Any] = {"subject": subject, "message": message}
     if workflow == "PROMOTION" and "plan" in details:
         reason = (
             None
             if failure is None
             else f"{failure.get('error')}: {cause_text(failure.get('cause'))}"
         )
-        services.ledger.finish_promotion(execution, outcome, reason, now=_now())
+        done = services.ledger.finish_promotion(execution, outcome, reason, now=_now())
+        if done.finished_at is not None:
+            sent["duration_seconds"] = (done.finished_at - done.started_at).total_seconds()
     services.publish(services.settings.notifications_topic_arn, subject, message)
-    return {"subject": subject, "message": message}
+    return sent
 
 
 def outcome_message(

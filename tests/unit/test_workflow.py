@@ -243,6 +243,7 @@ def test_given_a_promotion_when_it_succeeds_then_the_ledger_and_the_topic_hear_o
     assert promotion.finished_at is not None
     assert outbox.sent == [(NOTIFICATIONS, sent["subject"], sent["message"])]
     assert sent["subject"] == "image-cicd: promotion succeeded (repo-1)"
+    assert sent["duration_seconds"] == (promotion.finished_at - T0).total_seconds()
 
 
 def test_given_a_rejected_promotion_when_finished_then_the_reason_is_recorded_and_sent(
