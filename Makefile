@@ -5,7 +5,8 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-PY312 ?= $(shell command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)
+# A real python3.12 (a pyenv shim of a version not selected does not run).
+PY312 ?= $(shell for p in $$(command -v python3.12) $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12; do $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
 .PHONY: all deps system-deps test test-sfn-local screenshots lint bench demo build clean
 
