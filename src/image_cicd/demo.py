@@ -79,7 +79,7 @@ def _next_run(runner: PipelineRunner, seen: int, timeout: float = 30) -> str:
 
 
 def promote_one(
-    stack: LocalStack, t: Target, n: int, started: float
+    stack: LocalStack, t: Target, n: int, started: float, watches: list[Watch]
 ) -> tuple[str, str, dict[str, Any]]:
     assert stack.runner is not None
     image = build_image(
@@ -92,6 +92,7 @@ def promote_one(
     execution = arn.rsplit(":", 1)[-1]
     _say(f"    pipeline started {execution}")
     watch = Watch(t, arn, started)
+    watches.append(watch)
     watch.start()
     for stage in ("TEST", "PROD"):
         approval = pending_approval(t, execution, wait_seconds=60)
@@ -118,11 +119,13 @@ def main() -> None:
             )
             t = target(info)
             started = time.perf_counter()
-            first, first_execution, first_output = promote_one(stack, t, 1, started)
-            promote_one(stack, t, 2, started)
+            watches: list[Watch] = []
+            first, first_execution, first_output = promote_one(stack, t, 1, started, watches)
+            promote_one(stack, t, 2, started, watches)
             _say(f"\n[3] rolling back {PROD}")
             arn = start_rollback(t, PROD)
             watch = Watch(t, arn, started)
+            watches.append(watch)
             watch.start()
             desc = wait_finished(t, arn)
             watch.join(timeout=5)
@@ -140,7 +143,11 @@ def main() -> None:
                 f"\nLedger for image 1: outcome {promotion.outcome}; approvals: "
                 + ", ".join(f"{a.stage} by {a.approver}" for a in promotion.approvals)
             )
-            _say(f"Flow took {seconds:.1f} s (without the stack's start-up).")
+            transitions = sum(w.transitions for w in watches)
+            _say(
+                f"Flow took {seconds:.1f} s without the stack's start-up: {transitions} state "
+                f"transitions, {seconds / transitions:.2f} s each on average (approvals included)."
+            )
             test_copy = first_output["test"]["copy"]
             prod = first_output["prod"]["promotion"]
             print(
