@@ -41,11 +41,15 @@ def friendly_errors(func: F) -> F:
 def _known_error(exc: Exception) -> bool:
     from image_cicd.errors import USER_ERRORS
     from image_cicd.ledger import LedgerError
+    from image_cicd.local.aws import LocalAwsError
+    from image_cicd.local.deployer import DeployError
+    from image_cicd.local.registry import RegistryError as RegistryStartError
     from image_cicd.local.stack import StackRunning
     from image_cicd.operator import OperatorError
     from image_cicd.target import TargetError
 
-    return isinstance(exc, (*USER_ERRORS, LedgerError, OperatorError, StackRunning, TargetError))
+    local = (DeployError, LocalAwsError, RegistryStartError, StackRunning)
+    return isinstance(exc, (*USER_ERRORS, LedgerError, OperatorError, TargetError, *local))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,7 +19,7 @@ from image_cicd.history import cause_text
 from image_cicd.ledger import Ledger
 from image_cicd.locks import Locker
 from image_cicd.models import ImageRef, Outcome, Release, TestResults
-from image_cicd.plan import ImageFacts, Plan, PromotionRequest, StageCopy
+from image_cicd.plan import ImageFacts, Plan, PromotionRequest, StageCopy, Step
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import Image, read_image
 from image_cicd.registry.errors import ManifestUnknown, NameUnknown
@@ -27,8 +27,6 @@ from image_cicd.versions import Rollback, VersionScheme, promote, read_stage, ro
 
 Publish = Callable[[str, str, str], None]
 """publish(topic_arn, subject, message)."""
-
-Step = Literal["TEST", "PROD"]
 
 
 @dataclass(frozen=True)

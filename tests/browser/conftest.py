@@ -56,7 +56,7 @@ def console(stack: LocalStack) -> str:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (scripts/ensure-system-packages.sh chromium)")
+        pytest.fail(f"no Chromium at {CHROMIUM}: run scripts/ensure-system-packages.sh chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

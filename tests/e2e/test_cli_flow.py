@@ -259,3 +259,13 @@ def test_graph_in_the_terminal_and_as_svg(stack: LocalStack, tmp_path: Path) -> 
     assert svg.startswith("<svg")
     assert 'id="state-resolve-repository"' in svg
     assert 'data-status="succeeded"' in svg
+
+
+def test_up_with_a_parameter_that_cannot_work_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["--state-dir", str(tmp_path), "local", "up", "-p", "ApprovalTimeoutSeconds=9999999"],
+    )
+    assert result.exit_code == 1
+    assert "ApprovalTimeoutSeconds=9999999 is above MaxValue 259200" in result.output
+    assert not (tmp_path / "stack.json").exists()

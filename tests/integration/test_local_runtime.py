@@ -182,7 +182,7 @@ def test_timeout_kills_the_sandbox_and_its_children(dirs: dict[str, Path], tmp_p
     started = time.monotonic()
     result = LocalLambdaRuntime().invoke(spec, json.dumps({"marker": marker}).encode())
     elapsed = time.monotonic() - started
-    assert 1 <= elapsed < 3
+    assert elapsed >= spec.timeout_seconds  # it ran until the timeout, then was killed
     assert result.function_error == "Unhandled"
     body = result.json()
     assert body["errorType"] == "Sandbox.Timedout"

@@ -145,13 +145,13 @@ class PipelineRunner:
         self.on_run = on_run or (lambda _run: None)
         self.poll_seconds = poll_seconds
         self.runs: list[PipelineRun] = []
-        self._queues: dict[str, queue.Queue[tuple[PipelineRun, dict[str, Any]] | None]] = {}
+        self._queues: dict[str, queue.Queue[PipelineRun | None]] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
 
     def start(self) -> None:
         for name in self.pipelines:
-            q: queue.Queue[tuple[PipelineRun, dict[str, Any]] | None] = queue.Queue()
+            q: queue.Queue[PipelineRun | None] = queue.Queue()
             self._queues[name] = q
             thread = threading.Thread(target=self._work, args=(name, q), daemon=True)
             thread.start()
@@ -183,17 +183,16 @@ class PipelineRunner:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / pipeline.input_file).write_text(json.dumps(image_detail(event), indent=2))
         self.runs.append(run)
-        self._queues[pipeline_name].put((run, dict(event)))
+        self._queues[pipeline_name].put(run)
         self.on_run(run)
         return run
 
-    def _work(self, name: str, q: queue.Queue[tuple[PipelineRun, dict[str, Any]] | None]) -> None:
+    def _work(self, name: str, q: queue.Queue[PipelineRun | None]) -> None:
         pipeline = self.pipelines[name]
         while not self._stopping.is_set():
-            item = q.get()
-            if item is None:
+            run = q.get()
+            if run is None:
                 return
-            run, _event = item
             folder = self.state_dir / "pipelines" / name / run.run_id
             try:
                 started = self.sfn.start_execution(
