@@ -22,53 +22,37 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import http.client
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, Self
+from types import FrameType
+from typing import Any
 
 from image_cicd.images import SyntheticImage, build_image, push_image
 from image_cicd.local.registry import RegistryServer
 from image_cicd.registry.client import RegistryClient
 
 ROOT = Path(__file__).resolve().parent.parent
+# The counted runs reuse the test suite's streaming proxy (tests/support/fault_proxy.py,
+# with no faults) rather than keeping a second copy of it here.
+sys.path.insert(0, str(ROOT / "tests"))
+from support.fault_proxy import FaultProxy, WireCounts  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 MB = 1_000_000
 MIB = 1 << 20
-PROXY_CHUNK = 1 << 20
 SKOPEO_USER = 65534  # nobody: a non-root skopeo honours XDG_DATA_HOME for its cache
 REAL_ROOT_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    }
-)
 
 
 def log(message: str) -> None:
@@ -264,208 +248,6 @@ class Tools:
         return cache / "containers" / "cache" / "blob-info-cache-v1.boltdb"
 
 
-# -- counting proxy -------------------------------------------------------------------
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            super().handle_error(request, client_address)
-
-
-@dataclass
-class Counts:
-    requests: int = 0
-    by_method: Counter[str] = field(default_factory=Counter)
-    bytes_up: int = 0  # request bodies (uploads, manifests)
-    bytes_down_blobs: int = 0  # bodies of GET .../blobs/<digest>
-    bytes_down_other: int = 0  # every other response body (manifests, errors)
-
-    @property
-    def wire_bytes(self) -> int:
-        return self.bytes_up + self.bytes_down_blobs
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(
-            self.requests + other.requests,
-            self.by_method + other.by_method,
-            self.bytes_up + other.bytes_up,
-            self.bytes_down_blobs + other.bytes_down_blobs,
-            self.bytes_down_other + other.bytes_down_other,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "by_method": dict(sorted(self.by_method.items())),
-            "bytes_up": self.bytes_up,
-            "bytes_down_blobs": self.bytes_down_blobs,
-            "bytes_down_other": self.bytes_down_other,
-            "wire_bytes": self.wire_bytes,
-        }
-
-
-class CountingProxy:
-    """A threaded, streaming pass-through proxy on loopback that counts HTTP requests
-    and body bytes (no faults). Only well-formed HTTP requests are counted."""
-
-    def __init__(self, upstream: str) -> None:
-        url = urllib.parse.urlsplit(upstream)
-        self.upstream = f"{url.scheme}://{url.netloc}"
-        self._host, self._port = url.hostname or "127.0.0.1", url.port or 80
-        self._lock = threading.Lock()
-        self.counts = Counts()
-        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
-        self._thread: threading.Thread | None = None
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self._httpd.server_address[1]}"
-
-    def reset(self) -> None:
-        with self._lock:
-            self.counts = Counts()
-
-    def take(self) -> Counts:
-        with self._lock:
-            counts, self.counts = self.counts, Counts()
-        return counts
-
-    def _add(self, **deltas: int) -> None:
-        with self._lock:
-            for name, value in deltas.items():
-                setattr(self.counts, name, getattr(self.counts, name) + value)
-
-    def _request(self, method: str) -> None:
-        with self._lock:
-            self.counts.requests += 1
-            self.counts.by_method[method] += 1
-
-    def start(self) -> Self:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="count-proxy", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-            timeout = 300
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _body(self) -> Iterator[bytes] | None:
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    return self._chunked()
-                length = int(self.headers.get("Content-Length") or 0)
-                return self._exactly(length) if length else None
-
-            def _exactly(self, remaining: int) -> Iterator[bytes]:
-                while remaining > 0:
-                    data = self.rfile.read(min(PROXY_CHUNK, remaining))
-                    if not data:
-                        raise ConnectionError("client closed the request body early")
-                    remaining -= len(data)
-                    proxy._add(bytes_up=len(data))
-                    yield data
-
-            def _chunked(self) -> Iterator[bytes]:
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                    if size == 0:
-                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                            pass
-                        return
-                    yield from self._exactly(size)
-                    self.rfile.readline()
-
-            def _handle(self) -> None:
-                proxy._request(self.command)
-                body = self._body()
-                upstream = http.client.HTTPConnection(proxy._host, proxy._port, timeout=300)
-                try:
-                    try:
-                        upstream.connect()
-                        upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        upstream.putrequest(self.command, self.path, skip_accept_encoding=True)
-                        for key, value in self.headers.items():
-                            if key.lower() not in HOP_BY_HOP:
-                                upstream.putheader(key, value)
-                        chunked = body is not None and "Content-Length" not in self.headers
-                        if chunked:
-                            upstream.putheader("Transfer-Encoding", "chunked")
-                        upstream.endheaders()
-                        for data in body or ():
-                            upstream.send(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
-                        if chunked:
-                            upstream.send(b"0\r\n\r\n")
-                        response = upstream.getresponse()
-                    except OSError as error:
-                        message = f"upstream unreachable: {error}".encode()
-                        self.send_response(502)
-                        self.send_header("Content-Length", str(len(message)))
-                        self.end_headers()
-                        self.wfile.write(message)
-                        return
-                    self._relay(response)
-                finally:
-                    upstream.close()
-
-            def _relay(self, response: http.client.HTTPResponse) -> None:
-                self.send_response_only(response.status, response.reason)
-                no_body = self.command == "HEAD" or response.status in (204, 304)
-                length = response.getheader("Content-Length")
-                for key, value in response.getheaders():
-                    if key.lower() in HOP_BY_HOP:
-                        continue
-                    if key.lower() == "location" and value.startswith(proxy.upstream):
-                        value = f"http://{proxy.host}{value[len(proxy.upstream) :]}"
-                    self.send_header(key, value)
-                chunked = not no_body and length is None
-                if chunked:
-                    self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                if no_body:
-                    return
-                path = urllib.parse.urlsplit(self.path).path
-                is_blob = self.command == "GET" and "/blobs/sha256:" in path
-                counter = "bytes_down_blobs" if is_blob else "bytes_down_other"
-                while data := response.read(PROXY_CHUNK):
-                    proxy._add(**{counter: len(data)})
-                    self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
-                if chunked:
-                    self.wfile.write(b"0\r\n\r\n")
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        return Handler
-
-
 # -- measurements ---------------------------------------------------------------------
 
 
@@ -476,7 +258,7 @@ class Measurement:
     label: str
     tool: str  # "image-cicd" or "skopeo"
     samples: list[Sample] = field(default_factory=list)
-    counts: Counts | None = None
+    counts: WireCounts | None = None
     counted_result: dict[str, Any] | None = None  # image-cicd's own JSON of that run
     note: str = ""
 
@@ -535,8 +317,8 @@ class Measurement:
 class Setup:
     a: RegistryServer
     b: RegistryServer
-    proxy_a: CountingProxy
-    proxy_b: CountingProxy
+    proxy_a: FaultProxy
+    proxy_b: FaultProxy
     tools: Tools
     runs: int
     digests: dict[str, str]  # source tag -> digest
@@ -606,10 +388,10 @@ def same_registry(setup: Setup, case: str, tag: str) -> dict[str, Measurement]:
         elif method == "skopeo warm cache":
             cache = warm_counted
             tools.skopeo_copy(src, f"{proxy.host}/ecr-test/{case}-prime-counted:{tag}", cache)
-        proxy.reset()
+        proxy.reset_counts()
         dst = f"{proxy.host}/ecr-test/repo-1-{case}-{slug(method)}-counted:{tag}"
         sample = _runner(tools, method)(src, dst, cache)
-        counts = out[method].counts = proxy.take()
+        counts = out[method].counts = proxy.take_counts()
         out[method].counted_result = sample.result
         verify(a, f"{a.host}/ecr-test/repo-1-{case}-{slug(method)}-counted:{tag}", digest)
         log(f"  counted {case:6} {method:24} {counts.requests:4} requests")
@@ -652,13 +434,13 @@ def cross_registry(setup: Setup, tag: str, small_tag: str) -> dict[str, Measurem
     slug = {m: m.replace(" ", "").replace("--workers", "-w") for m in methods}
 
     for method in methods:
-        setup.proxy_a.reset()
-        setup.proxy_b.reset()
+        setup.proxy_a.reset_counts()
+        setup.proxy_b.reset_counts()
         cache = tools.fresh_cache() if method == "skopeo" else None
         src = f"{setup.proxy_a.host}/ecr-dev/repo-1:{tag}"
         dst = f"{setup.proxy_b.host}/ecr-test/repo-1-x-{slug[method]}-counted:{tag}"
         sample = _runner(tools, method)(src, dst, cache)
-        counts = out[method].counts = setup.proxy_a.take() + setup.proxy_b.take()
+        counts = out[method].counts = setup.proxy_a.take_counts() + setup.proxy_b.take_counts()
         out[method].counted_result = sample.result
         verify(b, f"{b.host}/ecr-test/repo-1-x-{slug[method]}-counted:{tag}", setup.digests[tag])
         log(f"  counted cross  {method:24} {counts.requests:4} requests")
@@ -796,8 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tools = Tools(workdir)
         a = stack.enter_context(RegistryServer(workdir / "registry-a"))
         b = stack.enter_context(RegistryServer(workdir / "registry-b"))
-        proxy_a = stack.enter_context(CountingProxy(a.url))
-        proxy_b = stack.enter_context(CountingProxy(b.url))
+        proxy_a = stack.enter_context(FaultProxy(a.url, fault_rate=0, timeout=300))
+        proxy_b = stack.enter_context(FaultProxy(b.url, fault_rate=0, timeout=300))
         log(f"registries: A {a.url}, B {b.url}; proxies {proxy_a.host}, {proxy_b.host}")
 
         layer = size // args.layers

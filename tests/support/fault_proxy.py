@@ -3,6 +3,8 @@
 A seeded fraction (``fault_rate``) of requests gets HTTP 500, HTTP 429 (``Retry-After:
 0``) or a dropped connection; the rest are forwarded with bodies streamed in chunks
 both ways. :meth:`FaultProxy.down` fails every request until :meth:`FaultProxy.up`.
+It also counts requests and body bytes (:class:`WireCounts`); ``bench/bench.py`` uses
+it with ``fault_rate=0`` for its counted runs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import random
 import socket
 import threading
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -46,12 +50,47 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+@dataclass
+class WireCounts:
+    """Requests and body bytes through a proxy; faulted requests count too."""
+
+    requests: int = 0
+    by_method: Counter[str] = field(default_factory=Counter)
+    bytes_up: int = 0  # request bodies (uploads, manifests)
+    bytes_down_blobs: int = 0  # relayed bodies of GET .../blobs/sha256:...
+    bytes_down_other: int = 0  # every other relayed response body (manifests, errors)
+
+    @property
+    def wire_bytes(self) -> int:
+        return self.bytes_up + self.bytes_down_blobs
+
+    def __add__(self, other: WireCounts) -> WireCounts:
+        return WireCounts(
+            self.requests + other.requests,
+            self.by_method + other.by_method,
+            self.bytes_up + other.bytes_up,
+            self.bytes_down_blobs + other.bytes_down_blobs,
+            self.bytes_down_other + other.bytes_down_other,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "by_method": dict(sorted(self.by_method.items())),
+            "bytes_up": self.bytes_up,
+            "bytes_down_blobs": self.bytes_down_blobs,
+            "bytes_down_other": self.bytes_down_other,
+            "wire_bytes": self.wire_bytes,
+        }
+
+
 class FaultProxy:
     """Forwards to ``upstream`` (``http://host:port``); see the module docstring.
 
     Counters: ``injected_500``, ``injected_503``, ``injected_429``, ``injected_drop``
     (faults, including those from ``down()``), ``forwarded`` and ``requests`` (all);
-    ``faults`` lists ``(method, path, kind)`` of every injected fault.
+    ``faults`` lists ``(method, path, kind)`` of every injected fault. ``counts``
+    (:class:`WireCounts`) is reset by :meth:`take_counts` and :meth:`reset_counts`.
     """
 
     def __init__(
@@ -81,6 +120,7 @@ class FaultProxy:
         self.forwarded = 0
         self.requests = 0
         self.faults: list[tuple[str, str, FaultKind]] = []
+        self.counts = WireCounts()
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -108,6 +148,19 @@ class FaultProxy:
 
     def up(self) -> None:
         self._down = None
+
+    def take_counts(self) -> WireCounts:
+        """The counts so far; the next ones start from zero."""
+        with self._lock:
+            counts, self.counts = self.counts, WireCounts()
+        return counts
+
+    def reset_counts(self) -> None:
+        self.take_counts()
+
+    def _count(self, name: str, size: int) -> None:
+        with self._lock:
+            setattr(self.counts, name, getattr(self.counts, name) + size)
 
     def start(self) -> Self:
         if self._thread is None:
@@ -139,6 +192,8 @@ class FaultProxy:
         """The fault for this request, if any, and count it (deterministic per seed)."""
         with self._lock:
             self.requests += 1
+            self.counts.requests += 1
+            self.counts.by_method[method] += 1
             kind = self._down
             if kind is None and self.kinds and self._random.random() < self.fault_rate:
                 kind = self._random.choice(self.kinds)
@@ -184,6 +239,7 @@ class FaultProxy:
                     if not data:
                         raise ConnectionError("client closed the request body early")
                     remaining -= len(data)
+                    proxy._count("bytes_up", len(data))
                     yield data
 
             def _read_chunked(self) -> Iterator[bytes]:
@@ -220,15 +276,15 @@ class FaultProxy:
                 if kind is not None:
                     self._fault(kind, body)
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 upstream = proxy._connect()
                 try:
                     try:
                         upstream.connect()
                         upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                         upstream.putrequest(self.command, self.path, skip_accept_encoding=True)
-                        for key, value in headers.items():
-                            upstream.putheader(key, value)
+                        for key, value in self.headers.items():  # repeats kept (Accept)
+                            if key.lower() not in HOP_BY_HOP:
+                                upstream.putheader(key, value)
                         chunked = body is not None and "Content-Length" not in self.headers
                         if chunked:
                             upstream.putheader("Transfer-Encoding", "chunked")
@@ -268,7 +324,11 @@ class FaultProxy:
                 self.end_headers()
                 if no_body:
                     return
+                path = urllib.parse.urlsplit(self.path).path
+                is_blob = self.command == "GET" and "/blobs/sha256:" in path
+                counter = "bytes_down_blobs" if is_blob else "bytes_down_other"
                 while data := response.read(CHUNK):
+                    proxy._count(counter, len(data))
                     self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
                 if chunked:
                     self.wfile.write(b"0\r\n\r\n")
