@@ -36,10 +36,12 @@ def services() -> Services:
 
     return Services(
         settings=settings,
-        registry=registry_from_url(
-            settings.registry_url, client("ecr") if not settings.registry_url else None
+        connect=lambda: registry_from_url(
+            settings.registry_url, None if settings.registry_url else client("ecr")
         ),
         ledger=Ledger(settings.ledger_table, dynamodb),
-        locker=DynamoDBLocker(settings.ledger_table, dynamodb, lease_seconds=300, wait_seconds=120),
+        # Waits for a lease well inside every function's timeout, so that LockBusy
+        # (which the state machines retry) is raised before the function is killed.
+        locker=DynamoDBLocker(settings.ledger_table, dynamodb, lease_seconds=300, wait_seconds=45),
         publish=publish,
     )

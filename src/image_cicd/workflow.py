@@ -7,6 +7,7 @@ environment: the handlers in `functions/` do that and call in here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,13 +32,22 @@ Publish = Callable[[str, str, str], None]
 
 @dataclass(frozen=True)
 class Services:
-    """What the steps work with; built once per process by `image_cicd.wiring`."""
+    """What the steps work with; built once per process by `image_cicd.wiring`.
+
+    The registry client is made on first use (`connect`): on ECR that asks for an
+    authorization token, which the functions that never touch images (approval-api,
+    notify) neither need nor are allowed to.
+    """
 
     settings: Settings
-    registry: RegistryClient
+    connect: Callable[[], RegistryClient]
     ledger: Ledger
     locker: Locker
     publish: Publish
+
+    @functools.cached_property
+    def registry(self) -> RegistryClient:
+        return self.connect()
 
     @property
     def scheme(self) -> VersionScheme:

@@ -187,7 +187,7 @@ class Recorder:
 def fake_services(ledger: Any = None) -> Services:
     return Services(
         settings=Settings.from_env(ENV),
-        registry=cast(RegistryClient, FakeRegistry()),
+        connect=lambda: cast(RegistryClient, FakeRegistry()),
         ledger=ledger if ledger is not None else cast(Ledger, FakeLedger()),
         locker=cast(Locker, None),
         publish=Outbox(),

@@ -92,7 +92,7 @@ def services(
             approvals_topic_arn=APPROVALS,
             notifications_topic_arn=NOTIFICATIONS,
         ),
-        registry=cast(RegistryClient, StageRegistry(tags or {})),
+        connect=lambda: cast(RegistryClient, StageRegistry(tags or {})),
         ledger=ledger,
         locker=cast(Locker, None),
         publish=outbox,

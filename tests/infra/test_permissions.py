@@ -1,0 +1,72 @@
+"""Each function's policies allow what its code path calls, and no more.
+
+The local stack enforces no IAM, so these checks are what stands between a
+missing permission and an AccessDenied on AWS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from image_cicd.template import expand, load_template
+
+TEMPLATE = expand(load_template(Path(__file__).resolve().parents[2] / "template.yaml"))
+LOCK = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+
+
+def statements(function: str) -> list[dict[str, Any]]:
+    found = []
+    for policy in TEMPLATE["Resources"][function]["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and "Statement" in policy:
+            found.extend(policy["Statement"])
+    return found
+
+
+def actions(function: str, service: str) -> set[str]:
+    found: set[str] = set()
+    for statement in statements(function):
+        acts = statement["Action"]
+        found |= {a for a in ([acts] if isinstance(acts, str) else acts) if a.startswith(service)}
+    return found
+
+
+@pytest.mark.parametrize(
+    ("function", "needed"),
+    [
+        ("ResolveRepoFunction", {"dynamodb:GetItem", "dynamodb:PutItem"}),
+        ("WaitForApprovalFunction", {"dynamodb:PutItem"}),
+        ("ApprovalApiFunction", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
+        ("RetagAndCopyManifestFunction", LOCK),
+        ("RunTestsFunction", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
+        ("PromoteToProdFunction", LOCK | {"dynamodb:Query"}),
+        ("RollbackFunction", LOCK | {"dynamodb:Query"}),
+        ("NotifyFunction", {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}),
+    ],
+)
+def test_ledger_actions_are_exactly_what_the_function_uses(function: str, needed: set[str]) -> None:
+    assert actions(function, "dynamodb:") == needed
+
+
+@pytest.mark.parametrize(
+    ("function", "uses_registry"),
+    [
+        ("ResolveRepoFunction", True),
+        ("WaitForApprovalFunction", True),
+        ("RetagAndCopyManifestFunction", True),
+        ("RunTestsFunction", True),
+        ("PromoteToProdFunction", True),
+        ("RollbackFunction", True),
+        ("ApprovalApiFunction", False),
+        ("NotifyFunction", False),
+    ],
+)
+def test_only_functions_that_read_images_get_a_registry_token(
+    function: str, uses_registry: bool
+) -> None:
+    ecr = actions(function, "ecr:")
+    assert ("ecr:GetAuthorizationToken" in ecr) is uses_registry
+    if uses_registry:
+        assert {"ecr:BatchGetImage", "ecr:ListImages"} <= ecr  # manifests and tags
