@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from image_cicd.models import (
     TestResults,
     iso,
 )
+from image_cicd.versions import RollbackPlan
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -456,6 +458,37 @@ class Ledger:
             **_encode(release.model_dump(mode="json")),
         }
         self.client.put_item(TableName=self.table_name, Item=item)
+
+    def save_rollback_plan(self, execution: str, plan: RollbackPlan) -> RollbackPlan:
+        """Keep a rollback execution's plan; the first one saved wins (a retry gets it)."""
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item={
+                    "pk": {"S": f"ROLLBACK#{execution}"},
+                    "sk": {"S": "PLAN"},
+                    **_encode(asdict(plan)),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as error:
+            if not _conditional_failed(error):
+                raise
+            stored = self.rollback_plan(execution)
+            assert stored is not None
+            return stored
+        return plan
+
+    def rollback_plan(self, execution: str) -> RollbackPlan | None:
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key={"pk": {"S": f"ROLLBACK#{execution}"}, "sk": {"S": "PLAN"}},
+            ConsistentRead=True,
+        )
+        if "Item" not in response:
+            return None
+        data = _decode(response["Item"])
+        return RollbackPlan(**{k: data[k] for k in RollbackPlan.__dataclass_fields__})
 
     def releases(self, prod_repository: str, limit: int | None = None) -> list[Release]:
         """Releases of a PROD repository, newest first."""

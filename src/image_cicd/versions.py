@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from image_cicd.locks import Locker
+from image_cicd.locks import Lease, Locker
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import CopyResult, Progress, copy_image, read_image
 
@@ -231,6 +231,82 @@ class Rollback:
         }
 
 
+class LatestMoved(VersionError):
+    """`latest` changed between planning a rollback and applying it."""
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """Where `latest` is and where a rollback moves it: fixed once, applied as often
+    as a retry needs, with the same result."""
+
+    repository: str
+    from_version: str
+    from_digest: str
+    to_version: str
+    to_digest: str
+
+
+def plan_rollback(
+    client: RegistryClient,
+    repository: str,
+    *,
+    to: str | None = None,
+    scheme: VersionScheme | None = None,
+    latest_tag: str = LATEST,
+) -> RollbackPlan:
+    """The version `latest` points at and the one before it (or `to`); reads only."""
+    scheme = scheme or VersionScheme()
+    if to is not None and scheme.parse(to) is None:
+        raise VersionNotFound(f"{to!r} is not a version tag (format {scheme.format})")
+    state = read_stage(client, repository, scheme, latest_tag)
+    if state.latest is None:
+        raise NothingToRollBack(f"{repository} has no {latest_tag!r} tag: nothing runs there")
+    current = state.current
+    if current is None:
+        raise LatestUntagged(
+            f"{repository}:{latest_tag} points at {state.latest}, which has no version tag; "
+            f"roll back to a named version with --to"
+        )
+    if to is not None:
+        if to not in state.versions:
+            known = ", ".join(state.ordered()) or "none"
+            raise VersionNotFound(f"{repository} has no version {to} (versions: {known})")
+        if state.versions[to] == state.latest:
+            raise AlreadyAtVersion(f"{repository}:{latest_tag} is already at {to}")
+        target = to
+    else:
+        older = [v for v in state.ordered() if _key(scheme, v) < _key(scheme, current)]
+        if not older:
+            raise NothingToRollBack(f"{repository} is at {current}: no older version")
+        target = older[-1]
+    return RollbackPlan(repository, current, state.latest, target, state.versions[target])
+
+
+def _apply(client: RegistryClient, plan: RollbackPlan, lease: Lease, latest_tag: str) -> Rollback:
+    head = client.head_manifest(plan.repository, latest_tag)
+    now = head.digest if head else None
+    if now != plan.to_digest:  # else: done already (this is a retry)
+        if now != plan.from_digest:
+            raise LatestMoved(
+                f"{plan.repository}:{latest_tag} changed since the rollback from "
+                f"{plan.from_version} to {plan.to_version} was planned; nothing was changed"
+            )
+        manifest = client.get_manifest(plan.repository, plan.to_digest)
+        lease.check()
+        client.put_manifest(plan.repository, latest_tag, manifest)
+    return Rollback(plan.repository, plan.from_version, plan.to_version, plan.to_digest)
+
+
+def apply_rollback(
+    client: RegistryClient, plan: RollbackPlan, *, locker: Locker, latest_tag: str = LATEST
+) -> Rollback:
+    """Move `latest` as planned, under the repository's lease. Applying a plan again
+    changes nothing; if `latest` moved elsewhere meanwhile, LatestMoved."""
+    with locker.hold(plan.repository) as lease:
+        return _apply(client, plan, lease, latest_tag)
+
+
 def rollback(
     client: RegistryClient,
     repository: str,
@@ -240,36 +316,11 @@ def rollback(
     scheme: VersionScheme | None = None,
     latest_tag: str = LATEST,
 ) -> Rollback:
-    """Move `latest` to the version before the one it points at now (or to `to`).
+    """Move `latest` to the version before the one it points at now (or to `to`),
+    planned and applied under one lease.
 
     Nothing is deleted; a second rollback goes one version further back.
     """
-    scheme = scheme or VersionScheme()
-    if to is not None and scheme.parse(to) is None:
-        raise VersionNotFound(f"{to!r} is not a version tag (format {scheme.format})")
     with locker.hold(repository) as lease:
-        state = read_stage(client, repository, scheme, latest_tag)
-        if state.latest is None:
-            raise NothingToRollBack(f"{repository} has no {latest_tag!r} tag: nothing runs there")
-        current = state.current
-        if current is None:
-            raise LatestUntagged(
-                f"{repository}:{latest_tag} points at {state.latest}, which has no version tag; "
-                f"roll back to a named version with --to"
-            )
-        if to is not None:
-            if to not in state.versions:
-                known = ", ".join(state.ordered()) or "none"
-                raise VersionNotFound(f"{repository} has no version {to} (versions: {known})")
-            if state.versions[to] == state.latest:
-                raise AlreadyAtVersion(f"{repository}:{latest_tag} is already at {to}")
-            target = to
-        else:
-            older = [v for v in state.ordered() if _key(scheme, v) < _key(scheme, current)]
-            if not older:
-                raise NothingToRollBack(f"{repository} is at {current}: no older version")
-            target = older[-1]
-        manifest = client.get_manifest(repository, state.versions[target])
-        lease.check()
-        client.put_manifest(repository, latest_tag, manifest)
-    return Rollback(repository, current, target, manifest.digest)
+        plan = plan_rollback(client, repository, to=to, scheme=scheme, latest_tag=latest_tag)
+        return _apply(client, plan, lease, latest_tag)

@@ -24,7 +24,14 @@ from image_cicd.plan import ImageFacts, Plan, PromotionRequest, StageCopy, Step
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import Image, read_image
 from image_cicd.registry.errors import ManifestUnknown, NameUnknown
-from image_cicd.versions import Rollback, VersionScheme, promote, read_stage, rollback
+from image_cicd.versions import (
+    Rollback,
+    VersionScheme,
+    apply_rollback,
+    plan_rollback,
+    promote,
+    read_stage,
+)
 
 Publish = Callable[[str, str, str], None]
 """publish(topic_arn, subject, message)."""
@@ -186,23 +193,32 @@ def copy_to_stage(services: Services, plan: Plan, stage: Step, *, workers: int =
 
 
 def rollback_prod(services: Services, repository: str, to: str | None, execution: str) -> Rollback:
-    """Move PROD's `latest` one version back (or to `to`) and record the release."""
+    """Move PROD's `latest` one version back (or to `to`) and record the release.
+
+    The plan (from which version to which) is fixed in the ledger on the first
+    attempt, so a retried attempt applies the same move instead of going one
+    version further back.
+    """
     stage, _name = services.settings.split(repository)
     if stage != "PROD":
         raise BadInput(f"{repository} is a {stage} repository: only PROD is rolled back")
-    result = rollback(
-        services.registry, repository, to=to, locker=services.locker, scheme=services.scheme
-    )
-    services.ledger.record_release(
-        Release(
-            repository=repository,
-            version=result.to_version,
-            digest=result.digest,
-            at=_now(),
-            execution=execution,
-            kind="ROLLBACK",
+    plan = services.ledger.rollback_plan(execution)
+    if plan is None:
+        plan = services.ledger.save_rollback_plan(
+            execution, plan_rollback(services.registry, repository, to=to, scheme=services.scheme)
         )
-    )
+    result = apply_rollback(services.registry, plan, locker=services.locker)
+    if not any(r.execution == execution for r in services.ledger.releases(repository, limit=20)):
+        services.ledger.record_release(
+            Release(
+                repository=repository,
+                version=result.to_version,
+                digest=result.digest,
+                at=_now(),
+                execution=execution,
+                kind="ROLLBACK",
+            )
+        )
     return result
 
 

@@ -1,0 +1,82 @@
+"""A retried rollback step applies the same move: it never goes two versions back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from support.ledger_table import create_ledger_table
+
+from image_cicd.config import Settings
+from image_cicd.images import build_image, push_image
+from image_cicd.ledger import Ledger
+from image_cicd.local.registry import RegistryServer
+from image_cicd.locks import ThreadLocker
+from image_cicd.registry.client import RegistryClient
+from image_cicd.versions import LatestMoved, VersionScheme, promote, read_stage
+from image_cicd.workflow import Services, rollback_prod
+
+PROD = "ecr-prod/repo-1"
+
+
+@pytest.fixture
+def services(registry: RegistryServer) -> Iterator[Services]:
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        create_ledger_table(ddb, "ledger")
+        client = RegistryClient(registry.url)
+        yield Services(
+            settings=Settings(repositories=("repo-1",)),
+            connect=lambda: client,
+            ledger=Ledger("ledger", ddb),
+            locker=ThreadLocker(),
+            publish=lambda *_args: None,
+        )
+
+
+def three_versions(services: Services) -> list[Any]:
+    images = [build_image(layers=1, layer_size=1000 + n) for n in range(3)]
+    for image in images:
+        push_image(services.registry, "ecr-dev/repo-1", image)
+        promote(
+            services.registry,
+            "ecr-dev/repo-1",
+            image.digest,
+            services.registry,
+            PROD,
+            locker=services.locker,
+        )
+    return images
+
+
+def test_a_retried_rollback_attempt_does_not_go_further_back(services: Services) -> None:
+    images = three_versions(services)
+
+    first = rollback_prod(services, PROD, None, "rollback-exec-1")
+    again = rollback_prod(services, PROD, None, "rollback-exec-1")  # the state machine's retry
+
+    assert (first.from_version, first.to_version) == ("v0.3", "v0.2")
+    assert (again.from_version, again.to_version) == ("v0.3", "v0.2")
+    assert read_stage(services.registry, PROD, VersionScheme()).latest == images[1].digest
+    assert [r.execution for r in services.ledger.releases(PROD)] == ["rollback-exec-1"]
+
+    other = rollback_prod(services, PROD, None, "rollback-exec-2")  # a new rollback does
+    assert (other.from_version, other.to_version) == ("v0.2", "v0.1")
+
+
+def test_a_plan_overtaken_by_another_change_fails_and_changes_nothing(
+    services: Services,
+) -> None:
+    images = three_versions(services)
+    rollback_prod(services, PROD, None, "rollback-a")  # v0.3 -> v0.2
+    rollback_prod(services, PROD, "v0.3", "rollback-b")  # someone moved latest forward again
+    manifest = services.registry.get_manifest(PROD, images[0].digest)
+    services.registry.put_manifest(PROD, "latest", manifest)  # and by hand to v0.1
+
+    with pytest.raises(LatestMoved, match="changed since the rollback"):
+        rollback_prod(services, PROD, None, "rollback-a")  # a late retry of the first
+
+    assert read_stage(services.registry, PROD, VersionScheme()).latest == images[0].digest
