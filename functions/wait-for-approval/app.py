@@ -17,7 +17,7 @@ logger, tracer, metrics = Logger(), Tracer(), Metrics()
 
 
 @logger.inject_lambda_context(correlation_id_path="execution")
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = parse(event=event, model=ApprovalTask)
@@ -26,4 +26,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.info(
         "approval requested", extra={"stage": task.stage, "expires_at": request["expires_at"]}
     )
-    return {"approval_id": request["approval_id"], "expires_at": request["expires_at"]}
+    # Not the approval id: the answer lands in the execution history, and the id
+    # (with the page's form) is enough to decide.
+    return {"expires_at": request["expires_at"]}

@@ -767,7 +767,7 @@ def rollback(
     Without REPOSITORY, choose from the PROD repositories of the stack.
     """
     from image_cicd.operator import start_rollback, wait_finished
-    from image_cicd.versions import VersionScheme, read_stage
+    from image_cicd.versions import read_stage
 
     target = ctx.target
     prod = [target.stage_repository(name, "PROD") for name in target.repositories]
@@ -775,7 +775,7 @@ def rollback(
         if as_json:
             raise click.UsageError("name the PROD repository (with --json there is no menu)")
         for n, repo in enumerate(prod, 1):
-            state = read_stage(target.registry, repo, VersionScheme())
+            state = read_stage(target.registry, repo, target.scheme)
             click.echo(f"{n}) {repo}  (latest: {state.current or _short(state.latest)})")
         choice = click.prompt("Roll back which repository", type=click.IntRange(1, len(prod)))
         repository = prod[choice - 1]
@@ -808,14 +808,14 @@ def rollback(
 @friendly_errors
 def repos(ctx: Context, as_json: bool) -> None:
     """Every repository per stage: its versions and where latest points."""
-    from image_cicd.versions import VersionScheme, read_stage
+    from image_cicd.versions import read_stage
 
     target = ctx.target
     rows: list[dict[str, Any]] = []
     for name in target.repositories:
         for stage in STAGES:
             repo = target.stage_repository(name, stage)
-            state = read_stage(target.registry, repo, VersionScheme())
+            state = read_stage(target.registry, repo, target.scheme)
             rows.append(
                 {
                     "repository": repo,

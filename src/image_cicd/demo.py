@@ -23,7 +23,7 @@ from image_cicd.local.stack import LocalStack, target
 from image_cicd.local.trigger import PipelineRunner
 from image_cicd.operator import approve, pending_approval, start_rollback, wait_finished
 from image_cicd.target import Target
-from image_cicd.versions import VersionScheme, read_stage
+from image_cicd.versions import read_stage
 
 NAME = "repo-1"
 DEV, TEST, PROD = f"ecr-dev/{NAME}", f"ecr-test/{NAME}", f"ecr-prod/{NAME}"
@@ -134,7 +134,7 @@ def main() -> None:
             seconds = time.perf_counter() - started
             _say("\nWhat each repository holds now:")
             for repository in (DEV, TEST, PROD):
-                state = read_stage(t.registry, repository, VersionScheme())
+                state = read_stage(t.registry, repository, t.scheme)
                 versions = "  ".join(f"{v}={state.versions[v][7:19]}" for v in state.ordered())
                 latest = state.current or (state.latest or "-")[7:19]
                 _say(f"  {repository:<17} latest -> {latest:<12} {versions or '(no versions)'}")

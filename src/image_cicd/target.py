@@ -14,6 +14,7 @@ from typing import Any
 from image_cicd.config import Stage
 from image_cicd.ledger import Ledger
 from image_cicd.registry.client import RegistryClient
+from image_cicd.versions import VersionScheme
 
 
 class TargetError(Exception):
@@ -40,6 +41,10 @@ class Target:
     def stage_repository(self, name: str, stage: Stage) -> str:
         prefix = {"DEV": "DevPrefix", "TEST": "TestPrefix", "PROD": "ProdPrefix"}[stage]
         return f"{self.output(prefix)}/{name}"
+
+    @property
+    def scheme(self) -> VersionScheme:
+        return VersionScheme(self.outputs.get("VersionFormat") or VersionScheme().format)
 
     @property
     def ledger(self) -> Ledger:

@@ -243,6 +243,10 @@ def finish(
             else f"{failure.get('error')}: {cause_text(failure.get('cause'))}"
         )
         done = services.ledger.finish_promotion(execution, outcome, reason, now=_now())
+        if outcome != "SUCCEEDED":  # an approval it still waited for will never count
+            for approval in services.ledger.list_approvals("PENDING"):
+                if approval.execution == execution:
+                    services.ledger.mark_expired(approval.approval_id)
         if done.finished_at is not None:
             sent["duration_seconds"] = (done.finished_at - done.started_at).total_seconds()
     services.publish(services.settings.notifications_topic_arn, subject, message)

@@ -56,6 +56,7 @@ def test_local_resources_equal_the_templates_supported_resources(aws: LocalAws) 
     assert env["REPOSITORIES"] == ",".join(REPOS)
     assert env["LEDGER_TABLE"] == "image-cicd-LedgerTable"
     assert deployment.outputs["RepositoryNames"] == ",".join(REPOS)
+    assert deployment.outputs["VersionFormat"] == "v{major}.{minor}"
 
 
 def test_an_unknown_resource_type_is_reported_by_name(aws: LocalAws, tmp_path: Path) -> None:

@@ -48,3 +48,12 @@ def test_outputs_and_registry_come_from_the_stack() -> None:
 def test_an_unknown_stack_is_a_clear_error() -> None:
     with mock_aws(), pytest.raises(TargetError, match="cannot read stack nope"):
         from_cloudformation("nope", region="eu-west-1")
+
+
+def test_the_version_format_output_gives_the_scheme() -> None:
+    from image_cicd.registry.client import RegistryClient
+    from image_cicd.target import Target
+
+    target = Target("s", {"VersionFormat": "release-{minor}"}, lambda _s: None, RegistryClient("x"))
+    assert target.scheme.next_after(["release-4"]) == "release-5"
+    assert Target("s", {}, lambda _s: None, RegistryClient("x")).scheme.format == "v{major}.{minor}"

@@ -405,3 +405,32 @@ def test_every_request_gets_its_own_approval_id(ledger: Ledger) -> None:
 
     assert first["approval_id"] != second["approval_id"]
     assert len(outbox.sent) == 2
+
+
+def test_given_an_expired_promotion_when_finished_then_its_waiting_approval_is_expired(
+    ledger: Ledger,
+) -> None:
+    from image_cicd.approvals import new_approval_request
+
+    def waiting(execution: str) -> str:
+        approval = new_approval_request(
+            execution=execution,
+            stage="TEST",
+            repository="ecr-dev/repo-1",
+            target_repository="ecr-test/repo-1",
+            digest=DIGEST,
+            task_token="tok",
+            timeout=timedelta(hours=1),
+            now=T0,
+        )
+        ledger.put_approval_request(approval)
+        return approval.approval_id
+
+    ledger.start_promotion("exec-1", "repo-1", DIGEST, T0)
+    mine, other = waiting("exec-1"), waiting("exec-2")
+    failure = {"error": "ApprovalExpired", "cause": "no decision", "outcome": "EXPIRED"}
+
+    finish(services(ledger, Outbox()), "PROMOTION", "exec-1", "EXPIRED", {"plan": PLAN}, failure)
+
+    assert ledger.get_approval(mine).status == "EXPIRED"
+    assert ledger.get_approval(other).status == "PENDING"

@@ -34,7 +34,7 @@ from image_cicd.local.server import Inbox, Reply, Request
 from image_cicd.models import ApprovalRequest, Promotion
 from image_cicd.operator import start_rollback
 from image_cicd.target import Target
-from image_cicd.versions import StageState, VersionScheme, read_stage
+from image_cicd.versions import StageState, read_stage
 
 __all__ = ["HEADERS", "Console"]
 
@@ -229,7 +229,6 @@ class Console:
         inbox: Inbox | None = None,
         *,
         prefix: str = "",
-        scheme: VersionScheme | None = None,
         refresh_seconds: float = 2.0,
         secret: bytes | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -237,7 +236,7 @@ class Console:
         self.target = target
         self.inbox = inbox
         self.prefix = prefix.rstrip("/")
-        self.scheme = scheme or VersionScheme()
+        self.scheme = target.scheme
         self.refresh_ms = max(250, int(refresh_seconds * 1000))
         self._secret = secret or secrets.token_bytes(32)
         self._now = now
