@@ -19,6 +19,7 @@ from image_cicd.models import CheckResult
 from image_cicd.plan import Plan, StageCopy, TestRun
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import read_image
+from image_cicd.registry.media import Descriptor, Manifest
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
 _ROOT_USERS = {"", "root", "0", "0:0", "root:root"}
@@ -110,15 +111,24 @@ def builtin_checks(
             ),
         )
     ]
-    platform_manifests = list(image.children) or [image.root]
-    configs = []
-    for manifest in platform_manifests:
-        descriptor = manifest.config
-        if descriptor is not None:
-            configs.append(json.loads(registry.get_blob(repository, descriptor.digest)))
-    platforms = image.root.platforms or [
-        f"{c.get('os', '?')}/{c.get('architecture', '?')}" for c in configs
-    ]
+    # The runnable images: an index's children except `docker buildx` attestation
+    # manifests (platform unknown/unknown), each with its config.
+    runnable: list[tuple[str, dict[str, Any]]] = []
+    pairs: list[tuple[Descriptor | None, Manifest]] = list(
+        zip(image.root.children, image.children, strict=True)
+    ) or [(None, image.root)]
+    for descriptor, manifest in pairs:
+        if descriptor is not None and (descriptor.platform or "").startswith("unknown"):
+            continue
+        doc: dict[str, Any] = {}
+        if manifest.config is not None:
+            doc = json.loads(registry.get_blob(repository, manifest.config.digest))
+        name = (descriptor.platform if descriptor else None) or (
+            f"{doc.get('os', '?')}/{doc.get('architecture', '?')}"
+        )
+        runnable.append((name, doc))
+    platforms = [name for name, _ in runnable]
+    configs = [doc for _, doc in runnable]
     if config.platforms:
         missing = sorted(set(config.platforms) - set(platforms))
         results.append(
@@ -140,9 +150,7 @@ def builtin_checks(
         )
     for label in config.labels:
         without = [
-            p
-            for p, c in zip(platforms, configs, strict=False)
-            if label not in ((c.get("config") or {}).get("Labels") or {})
+            p for p, c in runnable if label not in ((c.get("config") or {}).get("Labels") or {})
         ]
         results.append(
             CheckResult(

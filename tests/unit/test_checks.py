@@ -560,3 +560,33 @@ def test_a_finished_run_results_carry_every_check() -> None:
     assert results.passed
     assert [c.name for c in results.checks] == ["content", "test state machine"]
     assert json.loads(results.model_dump_json())["passed"] is True
+
+
+def test_buildx_attestation_manifests_are_not_checked_as_platforms() -> None:
+    """`docker buildx` adds an `unknown/unknown` manifest per platform (provenance):
+    no user, no labels. It is not a runnable image, so no check applies to it."""
+    runnable = image(platforms=("linux/amd64", "linux/arm64"), layers=1, labels={"team": "a"})
+    attestation = image(platforms=("unknown/unknown",), index=False, layers=1, user="")
+    entries = [
+        {
+            "mediaType": p.manifest.media_type,
+            "digest": p.manifest.digest,
+            "size": len(p.manifest.data),
+            "platform": dict(zip(("os", "architecture"), p.platform.split("/"), strict=True)),
+        }
+        for p in (*runnable.platforms, *attestation.platforms)
+    ]
+    index = Manifest.from_bytes(
+        json.dumps(
+            {"schemaVersion": 2, "mediaType": runnable.manifest.media_type, "manifests": entries}
+        ).encode()
+    )
+    img = SyntheticImage(index, (*runnable.platforms, *attestation.platforms))
+
+    results = run_checks(
+        img,
+        RepositoryTests(platforms=["linux/amd64", "linux/arm64"], labels=["team"], non_root=True),
+    )
+
+    assert all(r.passed for r in results), results
+    assert check(results, "platforms").detail == "has linux/amd64, linux/arm64"
