@@ -174,7 +174,7 @@ def next_step(approval: ApprovalRequest) -> str:
     return f"promoting the image to {approval.target_repository}"
 
 
-def _ascii_line(text: str) -> str:
+def ascii_line(text: str) -> str:
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return " ".join("".join(ch if ch.isprintable() else " " for ch in folded).split())
 
@@ -182,9 +182,7 @@ def _ascii_line(text: str) -> str:
 def format_message(approval: ApprovalRequest, link: str) -> tuple[str, str]:
     """Subject (ASCII, at most 100 characters, as SNS requires) and plain-text body."""
     version = approval.version or "a new version"
-    subject = _ascii_line(
-        f"Approval needed: {approval.repository} -> {approval.stage} as {version}"
-    )
+    subject = ascii_line(f"Approval needed: {approval.repository} -> {approval.stage} as {version}")
     if len(subject) > SUBJECT_MAX:
         subject = subject[: SUBJECT_MAX - 3] + "..."
     lines = [

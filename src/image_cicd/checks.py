@@ -69,6 +69,8 @@ class TestMachines(Protocol):
         """(RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED, error or output text)."""
         ...
 
+    def stop(self, execution_arn: str, cause: str) -> None: ...
+
 
 class StepFunctionsTestMachines:
     def __init__(self, sfn_client: Any) -> None:
@@ -80,10 +82,12 @@ class StepFunctionsTestMachines:
                 stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
             )
         except self._sfn.exceptions.ExecutionAlreadyExists:  # a retried start
-            region_account = state_machine_arn.split(":stateMachine:")[0]
-            machine = state_machine_arn.rsplit(":", 1)[-1]
-            return f"{region_account}:execution:{machine}:{name}".replace(":states:", ":states:", 1)
+            machine = state_machine_arn.replace(":stateMachine:", ":execution:", 1)
+            return f"{machine}:{name}"
         return str(started["executionArn"])
+
+    def stop(self, execution_arn: str, cause: str) -> None:
+        self._sfn.stop_execution(executionArn=execution_arn, error="TestsTimedOut", cause=cause)
 
     def status(self, execution_arn: str) -> tuple[str, str]:
         found = self._sfn.describe_execution(executionArn=execution_arn)
@@ -248,7 +252,8 @@ def poll_tests(
     if status == "RUNNING" and now - run.started_at < timeout_seconds:
         return run
     if status == "RUNNING":
-        detail = f"still running after {timeout_seconds:g} s"
+        detail = f"still running after {timeout_seconds:g} s; stopped"
+        machines.stop(run.execution_arn, detail)
         status = "TIMED_OUT"
     check = CheckResult(
         name="test state machine",

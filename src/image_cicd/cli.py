@@ -322,7 +322,7 @@ def local_up(
         on_run=lambda run: out.print(
             f"[dim]pipeline[/] {run.pipeline}: {run.status} [dim]{run.execution_name}[/]"
         ),
-        on_message=lambda m: out.print(f"[bold]{m['subject']}[/]\n{m['message']}"),
+        on_message=lambda m: out.print(f"{m['subject']}\n{m['message']}", markup=False),
     )
     with _signals_stop():
         try:

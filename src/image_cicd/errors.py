@@ -30,10 +30,6 @@ class BadInput(WorkflowError):
     pass
 
 
-class TestsFailed(WorkflowError):
-    __test__ = False  # not a pytest class
-
-
 class ScanInProgress(WorkflowError):
     """The ECR scan has not finished; the state machine retries."""
 

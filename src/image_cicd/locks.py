@@ -15,6 +15,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
@@ -126,8 +127,12 @@ class DynamoDBLocker(Locker):
         lease = self._acquire(key)
         try:
             yield lease
-        finally:
-            self._release(lease)
+        except BaseException:
+            # The error in flight is the one to report, not a lease lost meanwhile.
+            with contextlib.suppress(LeaseLost):
+                self._release(lease)
+            raise
+        self._release(lease)
 
     def _acquire(self, key: str) -> Lease:
         owner = _owner_token(self.owner)

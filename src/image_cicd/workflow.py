@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from image_cicd.approvals import approval_link, format_message, new_approval_request
+from image_cicd.approvals import approval_link, ascii_line, format_message, new_approval_request
 from image_cicd.config import Settings
 from image_cicd.errors import BadInput, ImageNotFound
 from image_cicd.history import cause_text
@@ -281,4 +281,4 @@ def outcome_message(
     name = plan.get("name") or (back.get("repository") if back else None) or asked
     if name:
         subject += f" ({name})"
-    return subject[:100], "\n".join(lines)
+    return ascii_line(subject)[:100], "\n".join(lines)

@@ -269,3 +269,21 @@ def test_up_with_a_parameter_that_cannot_work_is_refused(tmp_path: Path) -> None
     assert result.exit_code == 1
     assert "ApprovalTimeoutSeconds=9999999 is above MaxValue 259200" in result.output
     assert not (tmp_path / "stack.json").exists()
+
+
+def test_the_stack_server_answers_only_its_own_host_and_no_browser_feeds_events(
+    stack: LocalStack,
+) -> None:
+    url = stack.info.console_url
+    rebound = requests.get(url, headers={"Host": "evil.example:80"}, timeout=30)
+    assert rebound.status_code == 421
+    before = run_count(stack)
+    forged = requests.post(
+        f"{url}_events/registry",
+        data=b'{"events": []}',
+        headers={"Origin": "https://evil.example"},
+        timeout=30,
+    )
+    assert forged.status_code == 403
+    assert run_count(stack) == before
+    assert requests.get(url, timeout=30).status_code == 200

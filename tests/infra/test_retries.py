@@ -21,7 +21,6 @@ def retried(machine: str, state: str) -> set[str]:
         ("promotion", "Copy to TEST", {"RegistryUnavailable", "LockBusy"}),
         ("promotion", "Promote to PROD", {"RegistryUnavailable", "LockBusy"}),
         ("promotion", "Run tests", {"RegistryUnavailable", "ScanInProgress"}),
-        ("promotion", "Check tests", {"ScanInProgress"}),
         ("rollback", "Roll back PROD", {"RegistryUnavailable", "LockBusy"}),
     ],
 )

@@ -183,6 +183,25 @@ def test_release_of_lost_lease_keeps_new_holders_lock(
     assert lock_owner(dynamodb) is None
 
 
+def test_an_error_inside_a_lost_lease_is_the_error_reported(
+    dynamodb: Any, locker: Callable[..., DynamoDBLocker]
+) -> None:
+    clock = FakeClock()
+    first = locker(clock=clock, lease_seconds=10)
+    second = locker(clock=clock, lease_seconds=10, wait_seconds=0)
+
+    def work_that_fails_after_the_lease_was_taken_over() -> None:
+        with first.hold(KEY):
+            clock.now += 11
+            with second.hold(KEY):
+                raise KeyError("the real failure")
+
+    with pytest.raises(KeyError, match="the real failure"):
+        work_that_fails_after_the_lease_was_taken_over()
+
+    assert lock_owner(dynamodb) is None
+
+
 def test_renew_extends_the_lease(locker: Callable[..., DynamoDBLocker]) -> None:
     clock = FakeClock()
     holder = locker(clock=clock, lease_seconds=10)

@@ -75,6 +75,10 @@ class FakeMachines:
         self.statuses = list(statuses)
         self.started: list[tuple[str, str, dict[str, Any]]] = []
         self.looked_at: list[str] = []
+        self.stopped: list[str] = []
+
+    def stop(self, execution_arn: str, cause: str) -> None:
+        self.stopped.append(execution_arn)
 
     def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
         self.started.append((state_machine_arn, name, payload))
@@ -537,12 +541,16 @@ def test_given_a_machine_that_stopped_otherwise_when_polled_then_failed(status: 
 
 
 def test_given_a_machine_still_running_after_the_timeout_when_polled_then_timed_out() -> None:
-    done = poll_tests(running(), FakeMachines(("RUNNING", "")), timeout_seconds=600, now=T0 + 600)
+    machines = FakeMachines(("RUNNING", ""))
+    done = poll_tests(running(), machines, timeout_seconds=600, now=T0 + 600)
 
     assert done.status == "FAILED"
     assert done.checks[-1] == CheckResult(
-        name="test state machine", passed=False, detail="timed_out: still running after 600 s"
+        name="test state machine",
+        passed=False,
+        detail="timed_out: still running after 600 s; stopped",
     )
+    assert machines.stopped == [running().execution_arn]
     assert done.duration_seconds == 600
 
 

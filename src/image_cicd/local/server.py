@@ -162,11 +162,13 @@ class StackServer:
         self._httpd.server_close()
 
     def handle(self, req: Request) -> Reply:
-        if req.path == "/_events/registry" and req.method == "POST":
-            self.on_registry_event(json.loads(req.body or b"{}"))
-            return Reply(200)
-        if req.path == "/_events/sns" and req.method == "POST":
-            return self._sns(req)
+        # Only this machine's own names: a page elsewhere that rebinds its DNS name to
+        # 127.0.0.1 sends its own host name, and gets nothing.
+        host = req.headers.get("Host", "")
+        if host not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
+            return Reply(421, "unknown host", {"Content-Type": "text/plain"})
+        if req.path.startswith("/_events/"):
+            return self._event(req)
         method = "GET" if req.method == "HEAD" else req.method
         for route in self.routes:
             params = _match(route.path, req.path)
@@ -177,6 +179,18 @@ class StackServer:
                 return handler(req)
         if any(_match(r.path, req.path) is not None for r in self.routes):
             return Reply(405, "method not allowed", {"Content-Type": "text/plain"})
+        return Reply(404, "not found", {"Content-Type": "text/plain"})
+
+    def _event(self, req: Request) -> Reply:
+        """The registry's and SNS's deliveries: server to server, never from a browser
+        (a browser's cross-site POST carries an Origin header)."""
+        if req.method != "POST" or "Origin" in req.headers:
+            return Reply(403, "forbidden", {"Content-Type": "text/plain"})
+        if req.path == "/_events/registry":
+            self.on_registry_event(json.loads(req.body or b"{}"))
+            return Reply(200)
+        if req.path == "/_events/sns":
+            return self._sns(req)
         return Reply(404, "not found", {"Content-Type": "text/plain"})
 
     def _sns(self, req: Request) -> Reply:
