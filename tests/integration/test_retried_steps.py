@@ -1,8 +1,9 @@
-"""A retried rollback step applies the same move: it never goes two versions back."""
+"""Steps the state machines retry: a retry repeats the same move and records it once."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -15,11 +16,13 @@ from image_cicd.images import build_image, push_image
 from image_cicd.ledger import Ledger
 from image_cicd.local.registry import RegistryServer
 from image_cicd.locks import ThreadLocker
+from image_cicd.plan import ImageFacts, Plan
 from image_cicd.registry.client import RegistryClient
 from image_cicd.versions import LatestMoved, VersionScheme, promote, read_stage
-from image_cicd.workflow import Services, rollback_prod
+from image_cicd.workflow import Services, copy_to_stage, rollback_prod
 
 PROD = "ecr-prod/repo-1"
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -80,3 +83,51 @@ def test_a_plan_overtaken_by_another_change_fails_and_changes_nothing(
         rollback_prod(services, PROD, None, "rollback-a")  # a late retry of the first
 
     assert read_stage(services.registry, PROD, VersionScheme()).latest == images[0].digest
+
+
+def _plan(execution: str, digest: str) -> Plan:
+    return Plan(
+        execution=execution,
+        name="repo-1",
+        digest=digest,
+        source="ecr-dev/repo-1",
+        test="ecr-test/repo-1",
+        prod=PROD,
+        approval_timeout_seconds=60,
+        image=ImageFacts(media_type="application/vnd.oci.image.manifest.v1+json", size=1),
+    )
+
+
+def test_a_promotion_retried_after_its_release_record_failed_records_it_once(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = build_image(layers=1, layer_size=500)
+    push_image(services.registry, "ecr-test/repo-1", image)
+    services.ledger.start_promotion("exec-1", "repo-1", image.digest, NOW)
+    record = services.ledger.record_release
+    monkeypatch.setattr(services.ledger, "record_release", _fails_once(record))
+
+    with pytest.raises(RuntimeError, match="ledger write lost"):
+        copy_to_stage(services, _plan("exec-1", image.digest), "PROD")
+    again = copy_to_stage(services, _plan("exec-1", image.digest), "PROD")  # the retry
+
+    assert (again.version, again.latest_moved) == ("v0.1", False)
+    assert [(r.execution, r.version) for r in services.ledger.releases(PROD)] == [
+        ("exec-1", "v0.1")
+    ]
+    # Another execution promoting the same image moves nothing and records nothing.
+    services.ledger.start_promotion("exec-2", "repo-1", image.digest, NOW)
+    copy_to_stage(services, _plan("exec-2", image.digest), "PROD")
+    assert len(services.ledger.releases(PROD)) == 1
+
+
+def _fails_once(func: Any) -> Any:
+    calls = []
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("ledger write lost")
+        return func(*args, **kwargs)
+
+    return wrapper
