@@ -36,7 +36,6 @@ class StateRun:
     cause: str | None = None
     visits: int = 0
     retries: int = 0
-    waiting_for_token: bool = False
 
     @property
     def seconds(self) -> float | None:
@@ -114,7 +113,6 @@ def states_of(
                 "waitForTaskToken"
             )
         ):
-            current.waiting_for_token = True
             if current.status == "running":
                 current.status = "waiting"
         elif kind in ("TaskScheduled", "LambdaFunctionScheduled") and current.error:

@@ -10,10 +10,9 @@ by name — never skipped silently.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,19 +108,6 @@ class Deployment:
             *self.rules,
             *self.pipelines,
         }
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Deployment:
-        raw = dict(data)
-        raw["http_apis"] = {
-            k: [Route(**r) for r in routes] for k, routes in raw.get("http_apis", {}).items()
-        }
-        raw["rules"] = {k: Rule(**r) for k, r in raw.get("rules", {}).items()}
-        raw["pipelines"] = {k: Pipeline(**p) for k, p in raw.get("pipelines", {}).items()}
-        return cls(**raw)
 
 
 class _Resolver:
@@ -501,7 +487,3 @@ def _pipeline(props: Mapping[str, Any]) -> Pipeline:
         input_file=invoke.get("Input", "imageDetail.json"),
         execution_mode=props.get("ExecutionMode", "SUPERSEDED"),
     )
-
-
-def save(deployment: Deployment, path: Path) -> None:
-    path.write_text(json.dumps(deployment.to_json(), indent=2))
