@@ -974,8 +974,8 @@ class Console:
             )
         if form.get("confirm") != "yes":
             return self._confirm(name, prod_repo, to, current, target, state)
-        origin = req.headers.get("Origin") or req.headers.get("origin")
-        host = req.headers.get("Host") or req.headers.get("host") or ""
+        origin = req.headers.get("origin")
+        host = req.headers.get("host", "")
         if origin and origin not in (f"http://{host}", f"https://{host}"):
             return self._message(403, "Request not accepted", "The form came from another site.")
         if form.get("from", current) != current:

@@ -28,6 +28,10 @@ from image_cicd.local.deployer import Route
 
 log = logging.getLogger(__name__)
 
+# Approval forms and registry/SNS deliveries are a few KiB; nothing the stack serves
+# takes more.
+MAX_BODY_BYTES = 256 * 1024
+
 Handler = Callable[["Request"], "Reply"]
 
 
@@ -107,7 +111,7 @@ def http_api_event(req: Request, route: Route, params: dict[str, str], host: str
                 "path": req.path,
                 "protocol": "HTTP/1.1",
                 "sourceIp": req.client,
-                "userAgent": req.headers.get("User-Agent", ""),
+                "userAgent": req.headers.get("user-agent", ""),
             },
             "requestId": str(uuid.uuid4()),
             "routeKey": f"{route.method} {route.path}",
@@ -119,6 +123,13 @@ def http_api_event(req: Request, route: Route, params: dict[str, str], host: str
         "body": base64.b64encode(req.body).decode() if binary else text_body,
         "isBase64Encoded": bool(binary),
     }
+
+
+class _Listener(ThreadingHTTPServer):
+    # A burst of clicks or deliveries must wait in the kernel's queue, not be reset
+    # (the default backlog is 5).
+    request_queue_size = 512
+    daemon_threads = True
 
 
 class StackServer:
@@ -138,8 +149,7 @@ class StackServer:
         self.inbox = inbox
         self.on_registry_event = on_registry_event
         self.extra: list[tuple[str, Handler]] = []  # (path prefix, handler): the console
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _Listener(("127.0.0.1", port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -164,27 +174,31 @@ class StackServer:
     def handle(self, req: Request) -> Reply:
         # Only this machine's own names: a page elsewhere that rebinds its DNS name to
         # 127.0.0.1 sends its own host name, and gets nothing.
-        host = req.headers.get("Host", "")
+        host = req.headers.get("host", "")
         if host not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
             return Reply(421, "unknown host", {"Content-Type": "text/plain"})
         if req.path.startswith("/_events/"):
             return self._event(req)
         method = "GET" if req.method == "HEAD" else req.method
+        allowed = set()
         for route in self.routes:
             params = _match(route.path, req.path)
-            if params is not None and route.method == method:
-                return self._invoke(req, route, params)
+            if params is not None:
+                if route.method == method:
+                    return self._invoke(req, route, params)
+                allowed.add(route.method)
+        if allowed:
+            allow = ", ".join(sorted(allowed | ({"HEAD"} if "GET" in allowed else set())))
+            return Reply(405, "method not allowed", {"Content-Type": "text/plain", "Allow": allow})
         for prefix, handler in self.extra:
             if req.path == prefix or req.path.startswith(prefix.rstrip("/") + "/"):
                 return handler(req)
-        if any(_match(r.path, req.path) is not None for r in self.routes):
-            return Reply(405, "method not allowed", {"Content-Type": "text/plain"})
         return Reply(404, "not found", {"Content-Type": "text/plain"})
 
     def _event(self, req: Request) -> Reply:
         """The registry's and SNS's deliveries: server to server, never from a browser
         (a browser's cross-site POST carries an Origin header)."""
-        if req.method != "POST" or "Origin" in req.headers:
+        if req.method != "POST" or "origin" in req.headers:
             return Reply(403, "forbidden", {"Content-Type": "text/plain"})
         if req.path == "/_events/registry":
             self.on_registry_event(json.loads(req.body or b"{}"))
@@ -209,7 +223,7 @@ class StackServer:
         return Reply(200)
 
     def _invoke(self, req: Request, route: Route, params: dict[str, str]) -> Reply:
-        event = http_api_event(req, route, params, req.headers.get("Host", "127.0.0.1"))
+        event = http_api_event(req, route, params, req.headers.get("host", "127.0.0.1"))
         answer = self.lambda_client().invoke(
             FunctionName=route.function, Payload=json.dumps(event).encode()
         )
@@ -233,24 +247,40 @@ class StackServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.client_address[0], *args)
 
+            def _body(self) -> bytes | Reply:
+                """The request body, or the answer that refuses it before it is read."""
+                text = self.headers.get("Content-Length")
+                if text is None:
+                    return b""
+                if not text.strip().isdigit():
+                    return Reply(400, "bad Content-Length", {"Content-Type": "text/plain"})
+                length = int(text)
+                if length > MAX_BODY_BYTES:
+                    return Reply(413, "request body too large", {"Content-Type": "text/plain"})
+                return self.rfile.read(length) if length else b""
+
             def _serve(self) -> None:
                 started = time.perf_counter()
                 url = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                req = Request(
-                    self.command,
-                    url.path,
-                    url.query,
-                    dict(self.headers.items()),
-                    body,
-                    self.client_address[0],
-                )
-                try:
-                    reply = server.handle(req)
-                except Exception:
-                    log.exception("error serving %s %s", self.command, url.path)
-                    reply = Reply(500, "internal error", {"Content-Type": "text/plain"})
+                body = self._body()
+                if isinstance(body, Reply):
+                    # What was not read cannot be skipped: the connection ends here.
+                    self.close_connection = True
+                    reply = body
+                else:
+                    req = Request(
+                        self.command,
+                        url.path,
+                        url.query,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                        self.client_address[0],
+                    )
+                    try:
+                        reply = server.handle(req)
+                    except Exception:
+                        log.exception("error serving %s %s", self.command, url.path)
+                        reply = Reply(500, "internal error", {"Content-Type": "text/plain"})
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     if key.lower() not in ("content-length", "connection"):
@@ -261,6 +291,6 @@ class StackServer:
                     self.wfile.write(reply.body)
                 log.debug("%s %s %.3fs", self.command, url.path, time.perf_counter() - started)
 
-            do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _serve
+            do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
 
         return HTTPHandler
