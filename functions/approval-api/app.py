@@ -32,7 +32,8 @@ def submit(approval_id: str) -> Response[str]:
         services().ledger,
         StepFunctionsNotifier(client("stepfunctions")),
         approval_id,
-        event.decoded_body or "",
+        event.body or "",
+        base64_encoded=bool(event.is_base64_encoded),
         source_ip=event.request_context.http.source_ip,
         user_agent=event.request_context.http.user_agent,
     )

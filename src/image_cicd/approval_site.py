@@ -6,6 +6,8 @@ HTTP framework: the approval-api function serves it through API Gateway.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -49,19 +51,30 @@ def show(ledger: ApprovalLedger, approval_id: str, now: datetime | None = None) 
     return 200, pages.approval_page(approval, csrf_token(approval))
 
 
+def _form_text(body: str, base64_encoded: bool) -> str:
+    """The form as text; API Gateway sends a body that is not text as base64."""
+    if not base64_encoded:
+        return body
+    try:
+        return base64.b64decode(body, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("the form is not UTF-8 text") from None
+
+
 def submit(
     ledger: ApprovalLedger,
     notifier: TaskNotifier,
     approval_id: str,
     body: str,
     *,
+    base64_encoded: bool = False,
     source_ip: str | None,
     user_agent: str | None,
     now: datetime | None = None,
 ) -> Page:
     now = now or datetime.now(UTC)
     try:
-        form = parse_decision_form(body)
+        form = parse_decision_form(_form_text(body, base64_encoded))
         decided = decide(
             ledger,
             notifier,

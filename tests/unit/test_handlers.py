@@ -1002,6 +1002,22 @@ def test_a_tampered_or_incomplete_post_is_400_and_decides_nothing(
     assert api.notifier.failures == []
 
 
+def test_a_form_that_is_not_utf8_is_400_and_decides_nothing(api: Api) -> None:
+    # Given a form with a valid CSRF token whose comment is Latin-1, not UTF-8
+    approval = api.add()
+    body = urlencode(form(approval)).encode() + b"&comment=caf%E9+" + b"\xe9\xff"
+    event = http_event("POST", approval.approval_id, base64.b64encode(body).decode(), True)
+
+    response = api.handler(event, CONTEXT)
+
+    assert response["statusCode"] == 400
+    assert_secure_html(response)
+    assert "UTF-8" in response["body"]
+    assert api.ledger.get_approval(approval.approval_id).status == "PENDING"
+    assert api.notifier.successes == []
+    assert api.notifier.failures == []
+
+
 def test_the_csrf_token_of_another_approval_is_refused(api: Api) -> None:
     one, other = api.add(), api.add()
 
