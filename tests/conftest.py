@@ -1,4 +1,5 @@
-"""Shared fixtures: real docker-registry servers, a token server, a fault proxy."""
+"""Shared fixtures: real docker-registry servers, a token server, a fault proxy, an
+ECR-flavoured proxy."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 from support import BasicRegistry, TokenRegistry
+from support.ecr_registry import EcrProxy
 from support.fault_proxy import FaultProxy
 from support.token_server import TokenServer
 
@@ -104,6 +106,22 @@ def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
 
     def make(upstream: str, **options: Any) -> FaultProxy:
         proxy = FaultProxy(upstream, **options).start()
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def ecr_proxy() -> Iterator[Callable[..., EcrProxy]]:
+    """Factory: ``ecr_proxy(upstream_url, blob_mounting=..., auth=..., ...)``, an
+    ECR-flavoured front of an anonymous registry (see support/ecr_registry.py)."""
+    started: list[EcrProxy] = []
+
+    def make(upstream: str, **options: Any) -> EcrProxy:
+        proxy = EcrProxy(upstream, **options).start()
         started.append(proxy)
         return proxy
 

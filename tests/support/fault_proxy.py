@@ -16,8 +16,9 @@ import socket
 import threading
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -217,122 +218,163 @@ class FaultProxy:
         return value
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        proxy = self
+        return type("Handler", (ProxyHandler,), {"proxy": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are separate writes
-            timeout = 120  # idle keep-alive connections end eventually
+    def answer(self, handler: ProxyHandler, body: Iterator[bytes] | None) -> bool:
+        """Answer a request that was not faulted; True when it was answered here.
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+        This one forwards everything; a subclass changes how some requests are answered.
+        """
+        handler.forward(body)
+        return True
 
-            def _request_body(self) -> Iterator[bytes] | None:
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    return self._read_chunked()
-                length = int(self.headers.get("Content-Length") or 0)
-                return self._read_length(length) if length else None
 
-            def _read_length(self, remaining: int) -> Iterator[bytes]:
-                while remaining > 0:
-                    data = self.rfile.read(min(CHUNK, remaining))
-                    if not data:
-                        raise ConnectionError("client closed the request body early")
-                    remaining -= len(data)
-                    proxy._count("bytes_up", len(data))
-                    yield data
+ResponseHook = Callable[[int, list[tuple[str, str]]], tuple[int, list[tuple[str, str]]]]
+"""Change a relayed response's (status, headers) before they are sent."""
 
-            def _read_chunked(self) -> Iterator[bytes]:
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                    if size == 0:
-                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                            pass  # trailers
-                        return
-                    yield from self._read_length(size)
-                    self.rfile.readline()
 
-            def _fault(self, kind: FaultKind, body: Iterator[bytes] | None) -> None:
-                if kind == "drop":
-                    self.close_connection = True
-                    with contextlib.suppress(OSError):
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                for _ in body or ():
-                    pass  # drain so the connection stays usable
-                status = int(kind)
-                data = f'{{"errors":[{{"code":"INJECTED","message":"fault {kind}"}}]}}'.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                if status in (429, 503):
-                    self.send_header("Retry-After", "0")
-                self.end_headers()
-                self.wfile.write(data)
+class ProxyHandler(BaseHTTPRequestHandler):
+    """One connection to a :class:`FaultProxy` (or a subclass): bodies streamed both ways."""
 
-            def _handle(self) -> None:
-                body = self._request_body()
-                kind = proxy._choose(self.command, self.path)
-                if kind is not None:
-                    self._fault(kind, body)
-                    return
-                upstream = proxy._connect()
-                try:
-                    try:
-                        upstream.connect()
-                        upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        upstream.putrequest(self.command, self.path, skip_accept_encoding=True)
-                        for key, value in self.headers.items():  # repeats kept (Accept)
-                            if key.lower() not in HOP_BY_HOP:
-                                upstream.putheader(key, value)
-                        chunked = body is not None and "Content-Length" not in self.headers
-                        if chunked:
-                            upstream.putheader("Transfer-Encoding", "chunked")
-                        upstream.endheaders()
-                        for data in body or ():
-                            if chunked:
-                                upstream.send(b"%x\r\n%b\r\n" % (len(data), data))
-                            else:
-                                upstream.send(data)
-                        if chunked:
-                            upstream.send(b"0\r\n\r\n")
-                        response = upstream.getresponse()
-                    except OSError as error:
-                        data = f"upstream unreachable: {error}".encode()
-                        self.send_response(502)
-                        self.send_header("Content-Length", str(len(data)))
-                        self.end_headers()
-                        self.wfile.write(data)
-                        return
-                    self._relay(response)
-                finally:
-                    upstream.close()
+    proxy: FaultProxy
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
+    timeout = 120  # idle keep-alive connections end eventually
 
-            def _relay(self, response: http.client.HTTPResponse) -> None:
-                self.send_response_only(response.status, response.reason)
-                length = response.getheader("Content-Length")
-                no_body = self.command == "HEAD" or response.status in (204, 304)
-                for key, value in response.getheaders():
-                    if key.lower() in HOP_BY_HOP:
-                        continue
-                    if key.lower() == "location":
-                        value = proxy._rewrite_location(value)
-                    self.send_header(key, value)
-                chunked = not no_body and length is None
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _request_body(self) -> Iterator[bytes] | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self._read_length(length) if length else None
+
+    def _read_length(self, remaining: int) -> Iterator[bytes]:
+        while remaining > 0:
+            data = self.rfile.read(min(CHUNK, remaining))
+            if not data:
+                raise ConnectionError("client closed the request body early")
+            remaining -= len(data)
+            self.proxy._count("bytes_up", len(data))
+            yield data
+
+    def _read_chunked(self) -> Iterator[bytes]:
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return
+            yield from self._read_length(size)
+            self.rfile.readline()
+
+    def respond(
+        self,
+        status: int,
+        data: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        body: Iterator[bytes] | None = None,
+    ) -> None:
+        """Answer here (the request body, if any, is drained so the connection stays usable)."""
+        for _ in body or ():
+            pass
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _fault(self, kind: FaultKind, body: Iterator[bytes] | None) -> None:
+        if kind == "drop":
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        status = int(kind)
+        data = f'{{"errors":[{{"code":"INJECTED","message":"fault {kind}"}}]}}'.encode()
+        headers = {"Content-Type": "application/json"}
+        if status in (429, 503):
+            headers["Retry-After"] = "0"
+        self.respond(status, data, headers, body)
+
+    def _handle(self) -> None:
+        body = self._request_body()
+        kind = self.proxy._choose(self.command, self.path)
+        if kind is not None:
+            self._fault(kind, body)
+            return
+        self.proxy.answer(self, body)
+
+    def forward(
+        self,
+        body: Iterator[bytes] | None,
+        *,
+        path: str | None = None,
+        drop: Sequence[str] = (),
+        on_response: ResponseHook | None = None,
+    ) -> None:
+        """Send the request upstream (to ``path``, without the headers named in ``drop``)
+        and relay the answer, its status and headers changed by ``on_response``."""
+        dropped = HOP_BY_HOP | {d.lower() for d in drop}
+        upstream = self.proxy._connect()
+        try:
+            try:
+                upstream.connect()
+                upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                upstream.putrequest(self.command, path or self.path, skip_accept_encoding=True)
+                for key, value in self.headers.items():  # repeats kept (Accept)
+                    if key.lower() not in dropped:
+                        upstream.putheader(key, value)
+                chunked = body is not None and "Content-Length" not in self.headers
                 if chunked:
-                    self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                if no_body:
-                    return
-                path = urllib.parse.urlsplit(self.path).path
-                is_blob = self.command == "GET" and "/blobs/sha256:" in path
-                counter = "bytes_down_blobs" if is_blob else "bytes_down_other"
-                while data := response.read(CHUNK):
-                    proxy._count(counter, len(data))
-                    self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+                    upstream.putheader("Transfer-Encoding", "chunked")
+                upstream.endheaders()
+                for data in body or ():
+                    if chunked:
+                        upstream.send(b"%x\r\n%b\r\n" % (len(data), data))
+                    else:
+                        upstream.send(data)
                 if chunked:
-                    self.wfile.write(b"0\r\n\r\n")
+                    upstream.send(b"0\r\n\r\n")
+                response = upstream.getresponse()
+            except OSError as error:
+                self.respond(502, f"upstream unreachable: {error}".encode())
+                return
+            self._relay(response, on_response)
+        finally:
+            upstream.close()
 
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+    def _relay(self, response: http.client.HTTPResponse, on_response: ResponseHook | None) -> None:
+        headers = [
+            (key, self.proxy._rewrite_location(value) if key.lower() == "location" else value)
+            for key, value in response.getheaders()
+            if key.lower() not in HOP_BY_HOP
+        ]
+        status, reason = response.status, response.reason
+        if on_response is not None:
+            status, headers = on_response(status, headers)
+            reason = HTTPStatus(status).phrase
+        self.send_response_only(status, reason)
+        length = response.getheader("Content-Length")
+        no_body = self.command == "HEAD" or response.status in (204, 304)
+        for key, value in headers:
+            self.send_header(key, value)
+        chunked = not no_body and length is None
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if no_body:
+            return
+        path = urllib.parse.urlsplit(self.path).path
+        is_blob = self.command == "GET" and "/blobs/sha256:" in path
+        counter = "bytes_down_blobs" if is_blob else "bytes_down_other"
+        while data := response.read(CHUNK):
+            self.proxy._count(counter, len(data))
+            self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
-        return Handler
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle

@@ -14,12 +14,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import requests
 
 Credentials = tuple[str, str]
 CredentialsProvider = Callable[[], Credentials | None]
+
+
+@runtime_checkable
+class RenewableCredentials(Protocol):
+    """A provider whose credentials can expire before it knows (a cached ECR token)."""
+
+    def __call__(self) -> Credentials | None: ...
+
+    def renew(self, refused: Credentials) -> None:
+        """`refused` was turned down by the registry: fetch new ones on the next call."""
+
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
@@ -52,7 +63,8 @@ def _basic(creds: Credentials) -> str:
 class EcrCredentials:
     """Amazon ECR: `GetAuthorizationToken` via boto3, used as Basic `AWS:<password>`.
 
-    The token (valid 12 hours) is cached until five minutes before it expires.
+    The token (valid 12 hours) is cached until five minutes before it expires, or
+    until the registry refuses it (`renew`): a warm Lambda process can outlive it.
     """
 
     def __init__(self, ecr_client: Any, registry_id: str | None = None) -> None:
@@ -75,6 +87,11 @@ class EcrCredentials:
                 self._until = data["expiresAt"].timestamp() - 300
                 self.endpoint = data["proxyEndpoint"]
             return self._creds
+
+    def renew(self, refused: Credentials) -> None:
+        with self._lock:  # several threads may see the same token refused: fetch once
+            if self._creds == refused:
+                self._creds = None
 
 
 class Authenticator:
@@ -110,17 +127,25 @@ class Authenticator:
             return self._bearer(challenge, frozenset(scopes))
         return None
 
-    def challenged(self, www_authenticate: str, scopes: Iterable[str]) -> str | None:
-        """Answer a 401: the header to retry with, or None when there is nothing to try."""
-        challenge = parse_challenge(www_authenticate)
+    def challenged(
+        self, www_authenticate: str | None, scopes: Iterable[str], refused: str | None = None
+    ) -> str | None:
+        """Answer a refusal (a 401's challenge, or None for ECR's 403 "token has expired"):
+        the header to retry with, or None when there is nothing to try. When the refused
+        header carried the provider's current credentials, they are renewed first."""
+        challenge = parse_challenge(www_authenticate) if www_authenticate else self._challenge
         if challenge is None or challenge.scheme not in ("basic", "bearer"):
             return None
         key = frozenset(scopes)
         with self._lock:
             self._challenge = challenge
             self._tokens.pop(key, None)  # a cached token was refused: fetch a new one
+        provider = self._credentials
         if challenge.scheme == "basic":
-            creds = self._credentials() if self._credentials else None
+            creds = provider() if provider else None
+            if creds and refused == _basic(creds) and isinstance(provider, RenewableCredentials):
+                provider.renew(creds)
+                creds = provider()
             return _basic(creds) if creds else None
         return self._bearer(challenge, key)
 

@@ -24,6 +24,7 @@ from requests.adapters import HTTPAdapter
 
 from image_cicd.registry.auth import Authenticator, CredentialsProvider
 from image_cicd.registry.errors import (
+    CredentialsRenewed,
     DigestMismatch,
     RegistryError,
     RegistryUnavailable,
@@ -32,6 +33,7 @@ from image_cicd.registry.errors import (
 from image_cicd.registry.media import ACCEPT, Descriptor, Manifest, is_digest, sha256_digest
 
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+_REDIRECTS = (301, 302, 303, 307, 308)
 _TRANSIENT_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -124,6 +126,7 @@ class RegistryClient:
         ok: tuple[int, ...] = (200,),
         retry: bool = True,
         allow_404: bool = False,
+        anonymous: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
         if not url.startswith(("http://", "https://")):
@@ -134,7 +137,7 @@ class RegistryClient:
         for attempt in range(attempts):
             if attempt:
                 self._sleep(attempt, last)
-            auth = self._auth.header(scopes)
+            auth = None if anonymous else self._auth.header(scopes)
             if auth:
                 headers["Authorization"] = auth
             try:
@@ -142,9 +145,18 @@ class RegistryClient:
                 resp = self._session.request(
                     method, url, headers=headers, verify=self.verify, timeout=self.timeout, **kwargs
                 )
-                if resp.status_code == 401 and "WWW-Authenticate" in resp.headers:
-                    retry_auth = self._auth.challenged(resp.headers["WWW-Authenticate"], scopes)
-                    if retry_auth and retry_auth != auth and _replayable(kwargs):
+                if not anonymous and _refused(resp):
+                    retry_auth = self._auth.challenged(
+                        resp.headers.get("WWW-Authenticate"), scopes, refused=auth
+                    )
+                    if retry_auth and retry_auth != auth:
+                        if not _replayable(kwargs):  # the body is spent: send it again
+                            resp.close()
+                            raise CredentialsRenewed(
+                                f"{method} {context}: {self.host} refused the credentials "
+                                "(expired); renewed them, the transfer must start again",
+                                status=resp.status_code,
+                            )
                         headers["Authorization"] = retry_auth
                         resp.close()
                         self._count()
@@ -276,14 +288,25 @@ class RegistryClient:
 
     @contextmanager
     def open_blob(self, repository: str, digest: str) -> Iterator[Iterator[bytes]]:
-        """Stream a blob's bytes in chunks (redirects to storage are followed)."""
+        """Stream a blob's bytes in chunks.
+
+        A redirect to storage (Amazon ECR: a pre-signed S3 URL) is followed without the
+        registry's Authorization: the URL carries its own, and S3 refuses a second one.
+        """
+        context = f"{repository}@{digest}"
         resp = self._request(
             "GET",
             f"/v2/{repository}/blobs/{digest}",
             (f"repository:{repository}:pull",),
-            context=f"{repository}@{digest}",
+            context=context,
+            ok=(200, *_REDIRECTS),
             stream=True,
+            allow_redirects=False,
         )
+        if resp.status_code in _REDIRECTS:
+            resp.close()
+            location = urljoin(resp.url, resp.headers.get("Location", ""))
+            resp = self._request("GET", location, (), context=context, stream=True, anonymous=True)
         try:
             yield resp.iter_content(CHUNK)
         finally:
@@ -347,7 +370,9 @@ class RegistryClient:
         """Upload a blob from a stream of chunks.
 
         Blobs up to `upload_chunk_size` go as one PUT; larger ones as PATCH requests
-        of that size each (with Content-Range), then an empty PUT with the digest.
+        of that size each (with Content-Range), then an empty PUT with the digest. The
+        offset is what was sent, not the answer's `Range`: Amazon ECR answers a PATCH
+        `201` with a `Range` stuck at the first part (aws/containers-roadmap#2831).
         """
         upload = upload or self.start_upload(repository)
         assert upload is not None
@@ -376,7 +401,7 @@ class RegistryClient:
                 url,
                 scopes,
                 context=context,
-                ok=(202,),
+                ok=(202, 201),  # Amazon ECR answers 201 Created
                 retry=False,
                 data=_SizedStream(body, part),
                 headers={
@@ -442,6 +467,13 @@ def _reason(exc: Exception | None) -> str:
     """A short reason for a transport error ("Connection refused", "ReadTimeout")."""
     found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
     return found.group(1).strip() if found else type(exc).__name__
+
+
+def _refused(resp: requests.Response) -> bool:
+    """A 401 challenge, or Amazon ECR's 403 DENIED for an expired authorization token."""
+    if resp.status_code == 401:
+        return "WWW-Authenticate" in resp.headers
+    return resp.status_code == 403 and b"token has expired" in resp.content.lower()
 
 
 def _replayable(kwargs: dict[str, Any]) -> bool:

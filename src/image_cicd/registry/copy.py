@@ -2,7 +2,8 @@
 
 Order of work: read the root manifest (and an index's children), verify every digest;
 if the destination has that manifest already, only add the tags; otherwise bring
-every blob into the destination (same registry: mount; otherwise skip it when
+every blob into the destination (same registry: mount, and where the mount is
+refused, as Amazon ECR does by default, stream it; otherwise skip it when
 it is there, else stream it with a digest check), PUT the child manifests by digest,
 then the root — by its tag when it has one. The root goes last, after all the
 content it refers to, so nothing is tagged before all its content is there.
@@ -24,6 +25,12 @@ from image_cicd.registry.errors import DigestMismatch, RegistryUnavailable
 from image_cicd.registry.media import Descriptor, Manifest
 
 BlobOutcome = Literal["present", "mounted", "copied"]
+MOUNT_REFUSED = (
+    "the registry answered the cross-repository mount with an upload session (202), so "
+    "the blob was streamed: on Amazon ECR blob mounting is off (account setting "
+    "BLOB_MOUNTING, off by default) or the two repositories use different encryption; "
+    "turn it on with `aws ecr put-account-setting --name BLOB_MOUNTING --value ENABLED`"
+)
 Progress = Callable[[str, int], None]
 """Called with ("bytes", n) as blob bytes move and (outcome, size) when a blob is done."""
 
@@ -40,6 +47,8 @@ class CopyResult:
     blobs_mounted: int = 0
     blobs_copied: int = 0
     bytes_moved: int = 0
+    mounts_refused: int = 0  # mounts asked for and answered 202: those blobs streamed
+    mount_refused_reason: str = ""
     image_bytes: int = 0
     requests: int = 0
     seconds: float = 0.0
@@ -119,12 +128,13 @@ class _Copier:
         self.progress = progress
         self.blob_attempts = blob_attempts
 
-    def blob(self, blob: Descriptor) -> tuple[BlobOutcome, int]:
+    def blob(self, blob: Descriptor) -> tuple[BlobOutcome, int, bool]:
+        """How the blob got there, the bytes moved, and whether a mount was refused."""
         # Within one registry the mount request alone does it: the registry answers
         # 201 whether it links the blob now or already had it (counted as mounted).
         if not self.mount and self.dst.blob_size(self.dst_repo, blob.digest) is not None:
             self.progress("present", blob.size)
-            return "present", 0
+            return "present", 0, False
         for attempt in range(1, self.blob_attempts + 1):
             try:
                 return self._transfer(blob)
@@ -137,7 +147,7 @@ class _Copier:
                 time.sleep(0.1 * attempt)
         raise AssertionError("unreachable")
 
-    def _transfer(self, blob: Descriptor) -> tuple[BlobOutcome, int]:
+    def _transfer(self, blob: Descriptor) -> tuple[BlobOutcome, int, bool]:
         upload = self.dst.start_upload(
             self.dst_repo,
             mount=blob.digest if self.mount else None,
@@ -145,8 +155,13 @@ class _Copier:
         )
         if upload is None:
             self.progress("mounted", blob.size)
-            return "mounted", 0
+            return "mounted", 0, False
+        refused = self.mount  # a mount was asked for and answered 202 (see MOUNT_REFUSED)
         try:
+            if refused and self.dst.blob_size(self.dst_repo, blob.digest) is not None:
+                self.dst.cancel_upload(upload, self.dst_repo)
+                self.progress("present", blob.size)
+                return "present", 0, True
             with self.src.open_blob(self.src_repo, blob.digest) as chunks:
                 body = _verified(chunks, blob.digest, blob.size, self.progress)
                 self.dst.upload_blob(self.dst_repo, blob.digest, blob.size, body, upload)
@@ -154,7 +169,7 @@ class _Copier:
             self.dst.cancel_upload(upload, self.dst_repo)
             raise
         self.progress("copied", blob.size)
-        return "copied", blob.size
+        return "copied", blob.size, refused
 
 
 def copy_image(
@@ -206,9 +221,12 @@ def copy_image(
     else:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="blob") as pool:
             outcomes = list(pool.map(copier.blob, image.blobs))
-        for outcome, moved in outcomes:
+        for outcome, moved, refused in outcomes:
             setattr(result, f"blobs_{outcome}", getattr(result, f"blobs_{outcome}") + 1)
             result.bytes_moved += moved
+            result.mounts_refused += refused
+        if result.mounts_refused:
+            result.mount_refused_reason = MOUNT_REFUSED
         for manifest in image.children:  # children before the index that lists them
             dst.put_manifest(dst_repo, manifest.digest, manifest)
         # The root last: by its first tag (which stores it by digest too), or by digest.

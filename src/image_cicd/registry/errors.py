@@ -45,6 +45,12 @@ class ManifestInvalid(RegistryError):
     code = "MANIFEST_INVALID"
 
 
+class ManifestTooLarge(ManifestInvalid):
+    """The registry refuses a manifest this large (Amazon ECR: more than 4 MiB)."""
+
+    code = "MANIFEST_TOO_LARGE"
+
+
 class ManifestUnknown(RegistryError):
     code = "MANIFEST_UNKNOWN"
 
@@ -93,6 +99,13 @@ class RegistryUnavailable(RegistryError):
     code = "REGISTRY_UNAVAILABLE"
 
 
+class CredentialsRenewed(RegistryUnavailable):
+    """The registry refused expired credentials during a transfer whose body cannot be
+    sent again; new ones are in place, so the transfer is to start over (retryable)."""
+
+    code = "CREDENTIALS_RENEWED"
+
+
 class DigestMismatch(RegistryError):
     """Content did not hash to the digest it was fetched or stored by."""
 
@@ -137,6 +150,17 @@ def error_from_response(status: int, body: bytes, context: str) -> RegistryError
         return TagImmutable(
             f"{text}. Let latest move: set the repository's tag mutability to MUTABLE, or to "
             "IMMUTABLE_WITH_EXCLUSION with an exclusion for 'latest'",
+            status=status,
+            detail=detail,
+        )
+    if status == 413 or (
+        code in ("UNSUPPORTED", "MANIFEST_INVALID")
+        and "'ImageManifest'" in message
+        and "length" in message
+    ):
+        return ManifestTooLarge(
+            f"{text}. The manifest is larger than the registry takes (Amazon ECR: 4 MiB, "
+            "a limit that cannot be raised); the image cannot be copied there as it is",
             status=status,
             detail=detail,
         )
