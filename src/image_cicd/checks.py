@@ -10,6 +10,7 @@ locally.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Protocol
 
@@ -22,6 +23,11 @@ from image_cicd.registry.copy import read_image
 from image_cicd.registry.media import Descriptor, Manifest
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
+# The poll interval grows by this factor up to this bound, so that the poll loop of a
+# test machine that runs until TestTimeoutSeconds (6 hours at most) stays far below
+# Step Functions' 25,000 history events (tests/infra/test_scale.py computes the worst case).
+POLL_BACKOFF_RATE = 1.5
+MAX_POLL_SECONDS = 300
 _ROOT_USERS = {"", "root", "0", "0:0", "root:root"}
 
 
@@ -245,12 +251,16 @@ def start_tests(
 def poll_tests(
     run: TestRun, machines: TestMachines, *, timeout_seconds: float, now: float | None = None
 ) -> TestRun:
-    """Look at the running test machine once; RUNNING until it ends or times out."""
+    """Look at the running test machine once; RUNNING until it ends or times out.
+
+    While it runs, the next wait (`poll_seconds`, the Wait state's SecondsPath) grows.
+    """
     assert run.execution_arn is not None
     now = time.time() if now is None else now
     status, detail = machines.status(run.execution_arn)
     if status == "RUNNING" and now - run.started_at < timeout_seconds:
-        return run
+        longer = min(MAX_POLL_SECONDS, math.ceil(run.poll_seconds * POLL_BACKOFF_RATE))
+        return run.model_copy(update={"poll_seconds": max(run.poll_seconds, longer)})
     if status == "RUNNING":
         detail = f"still running after {timeout_seconds:g} s; stopped"
         machines.stop(run.execution_arn, detail)

@@ -2,13 +2,19 @@
 
 The names are those `template.yaml` sets (docs/contracts.md). Everything else in the
 core takes a `Settings` (or plain values) and reads no environment variable.
+
+The repository list and the tests per repository can exceed Lambda's 4 KB environment,
+so the stack keeps them in SSM parameters and sets only their names
+(`REPOSITORIES_PARAMETER`, `TEST_CONFIG_PARAMETER`), on the functions that read them;
+`load` reads such a parameter. Without a parameter name, `REPOSITORIES` and
+`TEST_CONFIG` hold the value itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,14 +61,18 @@ class Settings:
     notifications_topic_arn: str = ""
     approval_base_url: str = ""
     approval_timeout_seconds: int = 86400
+    supersede_waiting_promotions: bool = True
     tests: dict[str, RepositoryTests] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, load: Callable[[str], str] | None = None
+    ) -> Settings:
         env = os.environ if env is None else env
-        repositories = tuple(r.strip() for r in env.get("REPOSITORIES", "").split(",") if r.strip())
+        listed = _stored(env, "REPOSITORIES", load)
+        repositories = tuple(r.strip() for r in listed.split(",") if r.strip())
         try:
-            raw_tests: Any = json.loads(env.get("TEST_CONFIG") or "{}")
+            raw_tests: Any = json.loads(_stored(env, "TEST_CONFIG", load) or "{}")
         except ValueError as exc:
             raise ConfigurationError(f"TEST_CONFIG is not valid JSON: {exc}") from exc
         if not isinstance(raw_tests, dict):
@@ -81,6 +91,11 @@ class Settings:
             raise ConfigurationError(
                 f"APPROVAL_TIMEOUT_SECONDS must be a whole number of seconds: {exc}"
             ) from exc
+        supersede = (env.get("SUPERSEDE_WAITING_PROMOTIONS") or "true").strip().lower()
+        if supersede not in ("true", "false"):
+            raise ConfigurationError(
+                f"SUPERSEDE_WAITING_PROMOTIONS must be true or false, not {supersede!r}"
+            )
         unknown = sorted(set(tests) - set(repositories))
         if unknown:
             raise ConfigurationError(f"TEST_CONFIG names unknown repositories: {unknown}")
@@ -96,6 +111,7 @@ class Settings:
             notifications_topic_arn=env.get("NOTIFICATIONS_TOPIC_ARN", ""),
             approval_base_url=env.get("APPROVAL_BASE_URL", ""),
             approval_timeout_seconds=timeout,
+            supersede_waiting_promotions=supersede == "true",
             tests=tests,
         )
 
@@ -120,3 +136,13 @@ class Settings:
 
     def tests_for(self, name: str) -> RepositoryTests:
         return self.tests.get(name, RepositoryTests())
+
+
+def _stored(env: Mapping[str, str], name: str, load: Callable[[str], str] | None) -> str:
+    """`name`'s value: from the SSM parameter `<name>_PARAMETER` names, else `name` itself."""
+    parameter = env.get(f"{name}_PARAMETER")
+    if not parameter:
+        return env.get(name, "")
+    if load is None:
+        raise ConfigurationError(f"{name}_PARAMETER is set but nothing can read parameters")
+    return load(parameter)

@@ -11,8 +11,10 @@ import functools
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from image_cicd.config import Settings
+from image_cicd.errors import ConfigurationError
 from image_cicd.ledger import Ledger
 from image_cicd.locks import DynamoDBLocker
 from image_cicd.registry.connect import registry_from_url
@@ -24,9 +26,18 @@ def client(service: str) -> Any:
     return boto3.client(service)  # type: ignore[call-overload]
 
 
+def parameter(name: str) -> str:
+    """An SSM parameter's value: the configuration too large for a function's environment."""
+    try:
+        return str(client("ssm").get_parameter(Name=name)["Parameter"]["Value"])
+    except ClientError as exc:
+        raise ConfigurationError(f"cannot read the SSM parameter {name}: {exc}") from exc
+
+
 @functools.cache
 def services() -> Services:
-    settings = Settings.from_env()
+    # Once per process: the parameters are read at the first invocation only.
+    settings = Settings.from_env(load=parameter)
     dynamodb = client("dynamodb")
     sns = client("sns")
 

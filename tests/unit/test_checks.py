@@ -12,7 +12,13 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from image_cicd.checks import EcrScanFindings, builtin_checks, poll_tests, start_tests
+from image_cicd.checks import (
+    MAX_POLL_SECONDS,
+    EcrScanFindings,
+    builtin_checks,
+    poll_tests,
+    start_tests,
+)
 from image_cicd.config import RepositoryTests, ScanPolicy
 from image_cicd.errors import ScanInProgress
 from image_cicd.images import SyntheticImage, build_image
@@ -500,7 +506,19 @@ def test_given_a_running_machine_when_polled_before_the_timeout_then_still_runni
     again = poll_tests(run, machines, timeout_seconds=600, now=T0 + 599)
 
     assert machines.looked_at == [run.execution_arn]
-    assert again == run
+    assert again == run.model_copy(update={"poll_seconds": 15})  # the next wait is longer
+
+
+def test_the_poll_interval_grows_to_its_bound_and_stays_there() -> None:
+    machines = FakeMachines(*[("RUNNING", "")] * 20)
+    run, waits = running(), []
+    for _ in range(20):
+        run = poll_tests(run, machines, timeout_seconds=10**6, now=T0 + 1)
+        waits.append(run.poll_seconds)
+
+    assert waits[:4] == [15, 23, 35, 53]
+    assert waits == sorted(waits)
+    assert waits[-1] == MAX_POLL_SECONDS == 300
 
 
 def test_given_a_machine_that_succeeded_when_polled_then_passed() -> None:

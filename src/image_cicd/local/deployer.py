@@ -35,6 +35,7 @@ CREATED = (
     "AWS::DynamoDB::Table",
     "AWS::SNS::Topic",
     "AWS::SNS::Subscription",
+    "AWS::SSM::Parameter",
     "AWS::Serverless::LayerVersion",
     "AWS::Serverless::Function",
     "AWS::Serverless::StateMachine",
@@ -63,9 +64,16 @@ class Pipeline:
 
 @dataclass
 class Rule:
+    """An EventBridge rule with one target: a pipeline, or a state machine (with the
+    target's InputTransformer)."""
+
     name: str
     event_pattern: dict[str, Any]
-    pipeline: str  # the target pipeline's name
+    pipeline: str = ""  # the target pipeline's name
+    state_machine_arn: str = ""
+    input_paths: dict[str, str] = field(default_factory=dict)
+    input_template: str = ""
+    function: str = ""  # a Lambda function target's name: invoked with the event
 
 
 @dataclass
@@ -82,6 +90,7 @@ class Deployment:
     stack_name: str
     parameters: dict[str, Any]
     tables: dict[str, str] = field(default_factory=dict)
+    parameters_stored: dict[str, str] = field(default_factory=dict)
     topics: dict[str, str] = field(default_factory=dict)
     subscriptions: dict[str, str] = field(default_factory=dict)
     layers: dict[str, str] = field(default_factory=dict)
@@ -99,6 +108,7 @@ class Deployment:
     def created(self) -> set[str]:
         return {
             *self.tables,
+            *self.parameters_stored,
             *self.topics,
             *self.subscriptions,
             *self.layers,
@@ -277,7 +287,7 @@ def _physical(
         elif kind == "AWS::Serverless::HttpApi":
             refs[logical] = logical  # the API id; see `localize` in deploy()
             attrs[(logical, "ApiEndpoint")] = api_url
-        elif kind == "AWS::CodePipeline::Pipeline":
+        elif kind in ("AWS::CodePipeline::Pipeline", "AWS::SSM::Parameter"):
             refs[logical] = physical
         else:
             refs[logical] = physical
@@ -323,6 +333,30 @@ def check_parameters(template: Mapping[str, Any], values: Mapping[str, Any]) -> 
         raise DeployError("parameters refused: " + "; ".join(problems))
 
 
+# AWS's length limits of the names this template sets (CloudFormation refuses longer).
+NAME_LIMITS = {
+    "AWS::CodePipeline::Pipeline": 100,
+    "AWS::Serverless::StateMachine": 80,
+    "AWS::SSM::Parameter": 1011,
+    "AWS::Serverless::LayerVersion": 140,
+}
+
+
+def check_names(resources: Mapping[str, Any], names: Mapping[str, str], stack_name: str) -> None:
+    """Refuse names longer than AWS allows (e.g. a stack name too long for its pipelines)."""
+    problems = [
+        f"{logical}: the name {names[logical]!r} has {len(names[logical])} characters, "
+        f"{res['Type']} allows {NAME_LIMITS[res['Type']]}"
+        for logical, res in resources.items()
+        if res.get("Type") in NAME_LIMITS and len(names[logical]) > NAME_LIMITS[res["Type"]]
+    ]
+    if problems:
+        raise DeployError(
+            f"stack {stack_name!r}: names too long (docs/operations.md, names and their "
+            "limits): " + "; ".join(problems)
+        )
+
+
 def deploy(
     aws: LocalAws,
     project_dir: Path,
@@ -341,6 +375,11 @@ def deploy(
     names = _Resolver(expanded, params, stack_name, {}, {})
     refs, attrs = _physical(resources, stack_name, api_url, names.value)
     resolver = _Resolver(expanded, params, stack_name, refs, attrs)
+    check_names(
+        {k: v for k, v in resources.items() if resolver.conditions.get(v.get("Condition"), True)},
+        {logical: attrs.get((logical, "Name"), ref) for logical, ref in refs.items()},
+        stack_name,
+    )
     # AWS's endpoint form of an HTTP API (as the template builds it with Fn::Sub)
     # becomes the local server's URL.
     api_hosts = [
@@ -374,6 +413,11 @@ def deploy(
         if kind == "AWS::DynamoDB::Table":
             _create_table(aws, refs[logical], props)
             out.tables[logical] = refs[logical]
+        elif kind == "AWS::SSM::Parameter":
+            aws.client("ssm").put_parameter(
+                Name=refs[logical], Value=props["Value"], Type=props.get("Type", "String")
+            )
+            out.parameters_stored[logical] = refs[logical]
         elif kind == "AWS::SNS::Topic":
             aws.client("sns").create_topic(Name=attrs[(logical, "TopicName")])
             out.topics[logical] = refs[logical]
@@ -427,13 +471,13 @@ def deploy(
         elif kind == "AWS::Serverless::HttpApi":
             out.http_apis.setdefault(logical, [])
         elif kind == "AWS::Events::Rule":
-            target = props["Targets"][0]["Arn"].rsplit(":", 1)[-1]
-            out.rules[logical] = Rule(refs[logical], props["EventPattern"], target)
+            out.rules[logical] = _rule(refs[logical], props)
         elif kind == "AWS::CodePipeline::Pipeline":
             out.pipelines[logical] = _pipeline(props)
     out.outputs = {
         name: str(localize(resolver.value(spec["Value"])))
         for name, spec in (expanded.get("Outputs") or {}).items()
+        if resolver.conditions.get(spec.get("Condition"), True)
     }
     return out
 
@@ -458,6 +502,25 @@ def _create_table(aws: LocalAws, name: str, props: Mapping[str, Any]) -> None:
     ttl = props.get("TimeToLiveSpecification")
     if ttl:
         ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+
+
+def _rule(name: str, props: Mapping[str, Any]) -> Rule:
+    (target,) = props["Targets"]
+    arn = str(target["Arn"])
+    if ":codepipeline:" in arn:
+        return Rule(name, props["EventPattern"], pipeline=arn.rsplit(":", 1)[-1])
+    if ":states:" in arn:
+        transformer = target.get("InputTransformer") or {}
+        return Rule(
+            name,
+            props["EventPattern"],
+            state_machine_arn=arn,
+            input_paths=dict(transformer.get("InputPathsMap") or {}),
+            input_template=str(transformer.get("InputTemplate") or ""),
+        )
+    if ":lambda:" in arn:
+        return Rule(name, props["EventPattern"], function=arn.rsplit(":", 1)[-1])
+    raise DeployError(f"rule {name}: no local runner for the target {arn}")
 
 
 def _pipeline(props: Mapping[str, Any]) -> Pipeline:
