@@ -22,5 +22,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     promoted = copy_to_stage(services(), task.plan, "PROD")
     metrics.add_metric(name="BlobsMounted", unit=MetricUnit.Count, value=promoted.blobs_mounted)
     metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=promoted.bytes_moved)
+    if promoted.mounts_refused:
+        logger.warning(
+            "streamed instead of mounting",
+            extra={"blobs": promoted.mounts_refused, "reason": promoted.mount_refused_reason},
+        )
     logger.info("promoted", extra={"repository": promoted.repository, "version": promoted.version})
     return promoted.model_dump(mode="json")

@@ -22,6 +22,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     copied = copy_to_stage(services(), task.plan, "TEST")
     metrics.add_metric(name="BlobsMounted", unit=MetricUnit.Count, value=copied.blobs_mounted)
     metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=copied.bytes_moved)
+    if copied.mounts_refused:
+        logger.warning(
+            "streamed instead of mounting",
+            extra={"blobs": copied.mounts_refused, "reason": copied.mount_refused_reason},
+        )
     logger.info(
         "copied to TEST", extra={"repository": copied.repository, "version": copied.version}
     )

@@ -192,6 +192,8 @@ def copy(
         f"{result.blobs_present} already there; {_size(result.bytes_moved)} moved of "
         f"{_size(result.image_bytes)}; {result.requests} requests; {result.seconds:.2f} s"
     )
+    if result.mounts_refused:  # Amazon ECR without BLOB_MOUNTING: the reason says how
+        click.echo(f"{result.mounts_refused} mounts refused: {result.mount_refused_reason}")
 
 
 def _size(n: float) -> str:

@@ -75,6 +75,8 @@ class StageCopy(_Model):
     blobs_mounted: int = 0
     blobs_copied: int = 0
     bytes_moved: int = 0
+    mounts_refused: int = 0  # blobs streamed because the registry refused the mount
+    mount_refused_reason: str = ""
     seconds: float = 0.0
 
 

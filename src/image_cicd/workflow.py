@@ -172,6 +172,8 @@ def copy_to_stage(services: Services, plan: Plan, stage: Step, *, workers: int =
         blobs_mounted=result.copy.blobs_mounted,
         blobs_copied=result.copy.blobs_copied,
         bytes_moved=result.copy.bytes_moved,
+        mounts_refused=result.copy.mounts_refused,
+        mount_refused_reason=result.copy.mount_refused_reason,
         seconds=result.copy.seconds,
     )
     if stage == "TEST":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
+from support.ecr_registry import EcrProxy
 
 from image_cicd.cli import main
 from image_cicd.images import build_image, push_image
@@ -39,6 +41,26 @@ def test_copy_by_tag_keeps_the_tag_and_reports_json(registry: RegistryServer) ->
     assert result["blobs_mounted"] == 6
     assert result["bytes_moved"] == 0
     assert client.get_manifest("ecr-test/app", "1.0").data == image.manifest.data
+
+
+def test_copy_with_mounts_refused_tells_how_to_turn_mounting_on(
+    registry: RegistryServer, ecr_proxy: Callable[..., EcrProxy]
+) -> None:
+    proxy = ecr_proxy(registry.url)  # ECR with BLOB_MOUNTING off (the default)
+    image = build_image(layers=2, layer_size=50_000)
+    push_image(RegistryClient(proxy.url), "ecr-dev/app", image, tags=["1.0"])
+
+    code, out = run(
+        "copy", "--insecure", f"{proxy.host}/ecr-dev/app:1.0", f"{proxy.host}/ecr-test/app"
+    )
+
+    assert code == 0, out
+    assert "0 mounted, 3 copied" in out
+    assert "3 mounts refused" in out
+    assert "aws ecr put-account-setting --name BLOB_MOUNTING --value ENABLED" in out
+    assert RegistryClient(registry.url).get_manifest("ecr-test/app", "1.0").data == (
+        image.manifest.data
+    )
 
 
 def test_copy_across_registries_with_no_mount(

@@ -1,4 +1,9 @@
-"""The copy engine against the real docker-registry, with skopeo as an independent oracle."""
+"""The copy engine against the real docker-registry, with skopeo as an independent oracle.
+
+The tests that take `front` run twice: against the registry itself, and through an
+ECR-flavoured proxy in front of it (tests/support/ecr_registry.py: PATCH answered 201,
+mounts refused as with BLOB_MOUNTING off, blob GETs redirected to another host).
+skopeo always reads the registry itself, past the proxy."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 
 import pytest
 from support import BasicRegistry, TokenRegistry
+from support.ecr_registry import EcrProxy
 from support.fault_proxy import FaultProxy
 
 from image_cicd.images import SyntheticImage, build_image, push_image
@@ -15,7 +21,7 @@ from image_cicd.local.registry import RegistryServer
 from image_cicd.locks import ThreadLocker
 from image_cicd.registry.auth import static_credentials
 from image_cicd.registry.client import RegistryClient
-from image_cicd.registry.copy import copy_image
+from image_cicd.registry.copy import MOUNT_REFUSED, copy_image
 from image_cicd.registry.errors import DigestMismatch, ManifestUnknown, RegistryUnavailable
 from image_cicd.registry.media import (
     DOCKER_MANIFEST,
@@ -43,6 +49,30 @@ def skopeo_raw(host: str, repository: str, reference: str, *creds: str) -> bytes
     return out.stdout
 
 
+class Front:
+    """How the clients reach a registry: directly ("plain") or through an ECR proxy."""
+
+    def __init__(self, flavour: str, ecr_proxy: Callable[..., EcrProxy]) -> None:
+        self.flavour = flavour
+        self.proxies: list[EcrProxy] = []
+        self._ecr_proxy = ecr_proxy
+
+    @property
+    def ecr(self) -> bool:
+        return self.flavour == "ecr"
+
+    def url(self, server: RegistryServer) -> str:
+        if not self.ecr:
+            return server.url
+        self.proxies.append(self._ecr_proxy(server.url))
+        return self.proxies[-1].url
+
+
+@pytest.fixture(params=["plain", "ecr"])
+def front(request: pytest.FixtureRequest, ecr_proxy: Callable[..., EcrProxy]) -> Front:
+    return Front(request.param, ecr_proxy)
+
+
 IMAGES: dict[str, Callable[[], SyntheticImage]] = {
     "oci-manifest": lambda: build_image(layers=3, layer_size=200_000),
     "docker-v2-manifest": lambda: build_image(layers=3, layer_size=200_000, fmt="docker"),
@@ -65,9 +95,9 @@ MEDIA_TYPES = {
 
 @pytest.mark.parametrize("kind", sorted(IMAGES))
 def test_promotion_dev_test_prod_preserves_digest_and_bytes(
-    registry: RegistryServer, kind: str
+    registry: RegistryServer, front: Front, kind: str
 ) -> None:
-    client = RegistryClient(registry.url)
+    client = RegistryClient(front.url(registry))
     image = IMAGES[kind]()
     push_image(client, DEV, image, tags=["latest"])
     locker = ThreadLocker()
@@ -89,23 +119,37 @@ def test_promotion_dev_test_prod_preserves_digest_and_bytes(
         assert raw == platform.manifest.data
 
 
-def test_same_registry_copy_mounts_every_blob_and_moves_no_bytes(registry: RegistryServer) -> None:
-    client = RegistryClient(registry.url)
+def test_same_registry_copy_mounts_every_blob_and_moves_no_bytes(
+    registry: RegistryServer, front: Front
+) -> None:
+    client = RegistryClient(front.url(registry))
     image = build_image(layers=4, layer_size=300_000, platforms=["linux/amd64", "linux/arm64"])
     push_image(client, DEV, image)
 
     result = copy_image(client, DEV, image.digest, client, TEST)
 
     blobs = sum(len(p.blobs) for p in image.platforms)
-    assert (result.blobs_mounted, result.blobs_copied, result.blobs_present) == (blobs, 0, 0)
-    assert result.bytes_moved == 0
+    if front.ecr:  # BLOB_MOUNTING off: every mount answered 202, every blob streamed
+        assert (result.blobs_mounted, result.blobs_copied, result.mounts_refused) == (
+            0,
+            blobs,
+            blobs,
+        )
+        assert result.mount_refused_reason == MOUNT_REFUSED
+        assert result.bytes_moved == sum(b.size for p in image.platforms for b in p.blobs)
+    else:
+        assert (result.blobs_mounted, result.blobs_copied, result.blobs_present) == (blobs, 0, 0)
+        assert (result.bytes_moved, result.mounts_refused) == (0, 0)
     assert result.image_bytes == image.size
+    assert skopeo_raw(registry.host, TEST, image.digest) == image.manifest.data
     again = copy_image(client, DEV, image.digest, client, TEST)
     assert (again.blobs_present, again.blobs_mounted, again.bytes_moved) == (blobs, 0, 0)
 
 
-def test_no_mount_streams_every_blob_within_one_registry(registry: RegistryServer) -> None:
-    client = RegistryClient(registry.url)
+def test_no_mount_streams_every_blob_within_one_registry(
+    registry: RegistryServer, front: Front
+) -> None:
+    client = RegistryClient(front.url(registry))
     image = build_image(layers=2, layer_size=250_000)
     push_image(client, DEV, image)
 
@@ -118,11 +162,11 @@ def test_no_mount_streams_every_blob_within_one_registry(registry: RegistryServe
 
 @pytest.mark.parametrize("chunk", [64 << 20, 150_000], ids=["monolithic-put", "chunked-patch"])
 def test_cross_registry_copy_streams_and_verifies(
-    registry_pair: tuple[RegistryServer, RegistryServer], chunk: int
+    registry_pair: tuple[RegistryServer, RegistryServer], front: Front, chunk: int
 ) -> None:
     a, b = registry_pair
-    src = RegistryClient(a.url)
-    dst = RegistryClient(b.url, upload_chunk_size=chunk)
+    src = RegistryClient(front.url(a))
+    dst = RegistryClient(front.url(b), upload_chunk_size=chunk)
     image = build_image(layers=3, layer_size=400_000, platforms=["linux/amd64", "linux/arm64"])
     push_image(src, DEV, image)
 
@@ -135,6 +179,10 @@ def test_cross_registry_copy_streams_and_verifies(
     for platform in image.platforms:
         for blob in platform.blobs:
             assert dst.get_blob(PROD, blob.digest) == b"".join(blob.chunks())
+    if front.ecr:  # the source redirected every blob GET; PATCHes were answered 201
+        source, destination = front.proxies
+        assert source.redirects >= len({x.digest for p in image.platforms for x in p.blobs})
+        assert (destination.patches_answered_201 > 0) == (chunk < 400_000)
 
 
 def _corrupt_blob(server: RegistryServer, digest: str) -> None:
@@ -146,10 +194,10 @@ def _corrupt_blob(server: RegistryServer, digest: str) -> None:
 
 
 def test_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_tagged(
-    registry_pair: tuple[RegistryServer, RegistryServer],
+    registry_pair: tuple[RegistryServer, RegistryServer], front: Front
 ) -> None:
     a, b = registry_pair
-    src, dst = RegistryClient(a.url), RegistryClient(b.url)
+    src, dst = RegistryClient(front.url(a)), RegistryClient(front.url(b))
     image = build_image(layers=2, layer_size=300_000)
     push_image(src, DEV, image)
     _corrupt_blob(a, image.platforms[0].layers[1].digest)
@@ -162,8 +210,8 @@ def test_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_tagged(
     assert dst.blob_size(PROD, image.platforms[0].layers[1].digest) is None
 
 
-def test_unknown_image_is_a_typed_error(registry: RegistryServer) -> None:
-    client = RegistryClient(registry.url)
+def test_unknown_image_is_a_typed_error(registry: RegistryServer, front: Front) -> None:
+    client = RegistryClient(front.url(registry))
     push_image(client, DEV, build_image(layers=1, layer_size=1000))
     with pytest.raises(ManifestUnknown):
         copy_image(client, DEV, "sha256:" + "0" * 64, client, TEST)

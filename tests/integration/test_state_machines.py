@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from support.ecr_registry import EcrProxy
 from support.fault_proxy import FaultProxy
 
 from image_cicd.approvals import approval_link
@@ -30,16 +31,36 @@ REPOS = [f"repo-{n}" for n in range(1, 12)]
 FAILING_TESTS = "repo-5"  # its built-in checks require a label the images lack
 
 
+@pytest.fixture(scope="module", params=["plain", "ecr"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    """The functions reach the plain registry, or an ECR-flavoured proxy in front of it."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, flavour: str) -> Iterator[LocalStack]:
     parameters = {
         "Repositories": ",".join(REPOS),
         "TestConfig": json.dumps(
             {FAILING_TESTS: {"labels": ["org.example.tested"]}, "repo-1": {"non_root": True}}
         ),
     }
-    with LocalStack(tmp_path_factory.mktemp("stack"), parameters=parameters) as running:
-        yield running
+    fronts: list[EcrProxy] = []
+
+    def ecr_front(url: str) -> str:
+        fronts.append(EcrProxy(url).start())  # BLOB_MOUNTING off, as on a new account
+        return fronts[-1].url
+
+    try:
+        with LocalStack(
+            tmp_path_factory.mktemp("stack"),
+            parameters=parameters,
+            registry_front=ecr_front if flavour == "ecr" else None,
+        ) as running:
+            yield running
+    finally:
+        for front in fronts:
+            front.stop()
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +129,22 @@ def test_happy_path_promotes_the_pinned_digest_with_versions(t: Target) -> None:
     states = view(t.client("stepfunctions"), arn_of(t, execution)).states
     assert states["Wait for PROD approval"].status == "succeeded"
     assert states["Promoted"].status == "succeeded"
+
+
+def test_copies_mount_or_say_why_they_streamed(stack: LocalStack, t: Target, flavour: str) -> None:
+    image = push(t, "repo-11")
+    execution = promote_fully(t, "repo-11", image)
+
+    assert t.registry.get_manifest("ecr-prod/repo-11", "v0.1").data == image.manifest.data
+    logs = "".join(p.read_text() for p in Path(stack.state_dir, "aws").rglob("*.log"))
+    streamed = [json.loads(line) for line in logs.splitlines() if "streamed instead of" in line]
+    if flavour == "plain":
+        assert streamed == []
+        return
+    assert {entry["blobs"] for entry in streamed} == {3}  # config and two layers, each stage
+    assert len(streamed) >= 2
+    assert all("BLOB_MOUNTING --value ENABLED" in entry["reason"] for entry in streamed)
+    assert t.ledger.get_promotion(execution).outcome == "SUCCEEDED"
 
 
 def test_test_rejected_leaves_every_repository_as_it_was(t: Target) -> None:

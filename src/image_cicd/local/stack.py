@@ -89,6 +89,7 @@ class LocalStack:
         stack_name: str = "image-cicd",
         http_port: int = 0,
         registry_port: int = 0,
+        registry_front: Callable[[str], str] | None = None,
         aws_port: int = 0,
         on_run: Callable[[PipelineRun], None] | None = None,
         on_message: Callable[[dict[str, Any]], None] | None = None,
@@ -98,6 +99,7 @@ class LocalStack:
         self.parameters = dict(parameters or {})
         self.stack_name = stack_name
         self.on_run = on_run
+        self.registry_front = registry_front
         self._ports = (http_port, registry_port, aws_port)
         self.server: StackServer | None = None
         self.registry: RegistryServer | None = None
@@ -147,7 +149,10 @@ class LocalStack:
             ],
         ).start()
         self.aws = LocalAws(self.state_dir / "aws", port=aws_port).start()
-        parameters = {"RegistryUrl": self.registry.url, **self.parameters}
+        # The functions reach the registry as `registry_front` (given the registry's URL)
+        # says: a proxy in front of it, such as the tests' ECR-flavoured one.
+        front = self.registry_front(self.registry.url) if self.registry_front else None
+        parameters = {"RegistryUrl": front or self.registry.url, **self.parameters}
         self.deployment = deploy(
             self.aws,
             self.project_dir,
