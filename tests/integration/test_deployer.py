@@ -29,7 +29,8 @@ def test_local_resources_equal_the_templates_supported_resources(aws: LocalAws) 
 
     resources = expand(load_template(PROJECT / "template.yaml"), params)["Resources"]
     expected = {k for k, v in resources.items() if v["Type"] in CREATED}
-    skipped = {"NotificationsEmailSubscription"}  # its condition is false: no address given
+    # conditions false: no notification address given; TriggerMode Pipeline (the default)
+    skipped = {"NotificationsEmailSubscription", "DirectTriggerRule", "DirectTriggerRole"}
     assert deployment.created == expected - skipped
     assert set(deployment.skipped_by_condition) == skipped
     assert deployment.unsupported == {}
@@ -39,7 +40,7 @@ def test_local_resources_equal_the_templates_supported_resources(aws: LocalAws) 
     assert sorted(p.source_repository for p in deployment.pipelines.values()) == [
         f"ecr-dev/{r}" for r in REPOS
     ]
-    assert {p.execution_mode for p in deployment.pipelines.values()} == {"QUEUED"}
+    assert {p.execution_mode for p in deployment.pipelines.values()} == {"PARALLEL"}
     sfn = aws.client("stepfunctions")
     machines = {m["name"] for m in sfn.list_state_machines()["stateMachines"]}
     assert machines == {"image-cicd-promotion", "image-cicd-rollback"}
@@ -53,7 +54,9 @@ def test_local_resources_equal_the_templates_supported_resources(aws: LocalAws) 
         FunctionName="image-cicd-WaitForApprovalFunction"
     )["Environment"]["Variables"]
     assert env["APPROVAL_BASE_URL"] == "http://127.0.0.1:1/"
-    assert env["REPOSITORIES"] == ",".join(REPOS)
+    assert "REPOSITORIES" not in env  # in an SSM parameter, read by the functions that need it
+    stored = aws.client("ssm").get_parameter(Name="/image-cicd/image-cicd/repositories")
+    assert stored["Parameter"]["Value"] == ",".join(REPOS)
     assert env["LEDGER_TABLE"] == "image-cicd-LedgerTable"
     assert deployment.outputs["RepositoryNames"] == ",".join(REPOS)
     assert deployment.outputs["VersionFormat"] == "v{major}.{minor}"

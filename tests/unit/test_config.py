@@ -251,3 +251,35 @@ def test_stage_repository_and_prefix_build_the_names_split_reads() -> None:
         name = SETTINGS.stage_repository("team/app", stage)
         assert name.startswith(SETTINGS.prefix(stage) + "/")
         assert SETTINGS.split(name) == (stage, "team/app")
+
+
+# ------------------------------------------------------------------ SSM parameters
+
+
+def test_the_repositories_and_the_tests_come_from_the_parameters_the_environment_names() -> None:
+    stored = {
+        "/image-cicd/s/repositories": "repo-1,repo-2",
+        "/image-cicd/s/test-config": '{"repo-2": {"non_root": true}}',
+    }
+    read: list[str] = []
+
+    def load(name: str) -> str:
+        read.append(name)
+        return stored[name]
+
+    settings = Settings.from_env(
+        {
+            "REPOSITORIES_PARAMETER": "/image-cicd/s/repositories",
+            "TEST_CONFIG_PARAMETER": "/image-cicd/s/test-config",
+        },
+        load=load,
+    )
+
+    assert settings.repositories == ("repo-1", "repo-2")
+    assert settings.tests_for("repo-2").non_root is True
+    assert read == list(stored)  # each once
+
+
+def test_a_parameter_name_without_a_way_to_read_it_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="REPOSITORIES_PARAMETER"):
+        Settings.from_env({"REPOSITORIES_PARAMETER": "/image-cicd/s/repositories"})
