@@ -70,3 +70,42 @@ def test_only_functions_that_read_images_get_a_registry_token(
     assert ("ecr:GetAuthorizationToken" in ecr) is uses_registry
     if uses_registry:
         assert {"ecr:BatchGetImage", "ecr:ListImages"} <= ecr  # manifests and tags
+
+
+SSM_ARN = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
+
+
+@pytest.mark.parametrize(
+    ("function", "parameters"),
+    [
+        ("ResolveRepoFunction", {"repositories"}),
+        ("RollbackFunction", {"repositories"}),
+        ("RunTestsFunction", {"repositories", "test-config"}),
+        ("WaitForApprovalFunction", set()),
+        ("ApprovalApiFunction", set()),
+        ("RetagAndCopyManifestFunction", set()),
+        ("PromoteToProdFunction", set()),
+        ("NotifyFunction", set()),
+    ],
+)
+def test_ssm_parameters_are_read_by_the_functions_whose_environment_names_them(
+    function: str, parameters: set[str]
+) -> None:
+    granted = {
+        statement["Resource"]["Fn::Sub"].removeprefix(f"{SSM_ARN}/image-cicd/${{AWS::StackName}}/")
+        for statement in statements(function)
+        if statement["Action"] == "ssm:GetParameter"
+    }
+    assert granted == parameters
+    assert actions(function, "ssm:") <= {"ssm:GetParameter"}
+    env = TEMPLATE["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+    named = {k for k in env if k.endswith("_PARAMETER")}
+    assert named == {f"{p.upper().replace('-', '_')}_PARAMETER" for p in parameters}
+
+
+def test_run_tests_may_read_enhanced_scanning_findings_from_inspector() -> None:
+    # ECR's DescribeImageScanFindings on a registry with enhanced scanning (checks.py)
+    assert actions("RunTestsFunction", "inspector2:") == {
+        "inspector2:ListFindings",
+        "inspector2:ListCoverage",
+    }

@@ -6,6 +6,7 @@ these tests see the resources CloudFormation would create for the given paramete
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -48,7 +49,11 @@ POLICY_TEMPLATE_ACTIONS = {
     "LambdaInvokePolicy": {"lambda:InvokeFunction"},
 }
 # Actions that have no resource-level permissions, so "*" is the only possible resource.
-STAR_ALLOWED_FOR_FUNCTIONS = {"ecr:GetAuthorizationToken"}
+STAR_ALLOWED_FOR_FUNCTIONS = {
+    "ecr:GetAuthorizationToken",
+    "inspector2:ListFindings",
+    "inspector2:ListCoverage",
+}
 STAR_ALLOWED_FOR_STATE_MACHINES = {
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
@@ -185,8 +190,12 @@ def test_one_rule_and_one_pipeline_per_repository(
     template = expand(raw, params)
     # Then there is exactly one trigger rule and one pipeline per repository
     rules = resources_of(template, "AWS::Events::Rule")
+    per_repository = {k for k, v in rules.items() if v.get("Condition") == "IsPipelineMode"}
     pipelines = resources_of(template, "AWS::CodePipeline::Pipeline")
-    assert set(rules) == {f"TriggerRule{alphanumeric(r)}" for r in repositories}
+    assert per_repository == {f"TriggerRule{alphanumeric(r)}" for r in repositories}
+    # (and the rule on the promotion's own ends, ExecutionEndedRule)
+    assert set(rules) - per_repository == {"DirectTriggerRule"}
+    assert {v["Condition"] for v in pipelines.values()} == {"IsPipelineMode"}
     assert set(pipelines) == {f"Pipeline{alphanumeric(r)}" for r in repositories}
     assert not any(k.startswith("Fn::ForEach") for k in template["Resources"])
 
@@ -206,12 +215,17 @@ def test_rules_match_pushes_of_the_trigger_tag_to_dev_only(raw: dict[str, Any]) 
             "image-tag": ["release"],
         }
         (target,) = rule["Targets"]
-        assert resolve(target["Arn"], params).endswith(f":<Pipeline{alphanumeric(repo)}>")
-        role = template["Resources"][f"TriggerRole{alphanumeric(repo)}"]["Properties"]
+        pipeline = template["Resources"][f"Pipeline{alphanumeric(repo)}"]["Properties"]
+        arn = resolve(target["Arn"], params)
+        assert arn.endswith(f":codepipeline:<AWS::Region>:<AWS::AccountId>:<AWS::StackName>-{repo}")
+        assert arn.endswith(":" + resolve(pipeline["Name"], params))
+        assert target["RoleArn"] == {"Fn::GetAtt": ["TriggerRole", "Arn"]}
+        # one role for every rule: it starts the stack's pipelines (named <stack>-<name>)
+        role = template["Resources"]["TriggerRole"]["Properties"]
         (policy,) = role["Policies"]
         (statement,) = policy["PolicyDocument"]["Statement"]
         assert statement["Action"] == "codepipeline:StartPipelineExecution"
-        assert resolve(statement["Resource"], params) == resolve(target["Arn"], params)
+        assert fnmatch.fnmatchcase(arn, resolve(statement["Resource"], params))
 
 
 def test_pipelines_are_v2_queued_and_hand_image_detail_to_the_state_machine(
@@ -243,12 +257,25 @@ def test_pipelines_are_v2_queued_and_hand_image_detail_to_the_state_machine(
             "ExecutionNamePrefix": repo,
         }
         assert invoke["InputArtifacts"] == source_action["OutputArtifacts"]
-        role = template["Resources"][f"PipelineRole{alphanumeric(repo)}"]["Properties"]
-        for statement in role["Policies"][0]["PolicyDocument"]["Statement"]:
-            for resource in as_list(resolve(statement["Resource"], params)):
-                assert resource != "*"
-                if "ecr:" in str(statement["Action"]):
-                    assert resource.endswith(f":repository/team/dev/{repo}")
+        assert pipeline["RoleArn"] == {"Fn::GetAtt": ["PipelineRole", "Arn"]}
+    # one role for every pipeline: DEV images only, the promotion state machine only
+    role = template["Resources"]["PipelineRole"]["Properties"]
+    granted: dict[str, set[str]] = {}
+    for statement in role["Policies"][0]["PolicyDocument"]["Statement"]:
+        for resource in as_list(resolve(statement["Resource"], params)):
+            assert resource != "*"
+            for action in as_list(statement["Action"]):
+                granted.setdefault(action, set()).add(resource)
+            if "ecr:" in str(statement["Action"]):
+                assert resource.endswith(":repository/team/dev/*")
+    machine = "<PromotionStateMachine>"
+    # the Step Functions invoke action reads the machine's type before it starts it
+    assert granted["states:DescribeStateMachine"] == {machine}
+    assert granted["states:StartExecution"] == {machine}
+    assert granted["states:DescribeExecution"] == {
+        "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+        "<PromotionStateMachine.Name>:*"
+    }
 
 
 # --------------------------------------------------------------------------- IAM
@@ -372,18 +399,26 @@ def test_every_function_has_its_code_directory_and_a_log_group(template: dict[st
     for name, directory in FUNCTIONS.items():
         function = template["Resources"][name]["Properties"]
         assert function["CodeUri"] == f"functions/{directory}/"
+        # The stack creates the log group and names it in LoggingConfig, so Lambda never
+        # creates /aws/lambda/<function> by itself (no race, nothing left behind).
         log_group = template["Resources"][f"{name}LogGroup"]["Properties"]
-        assert log_group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{name}}}"}
+        assert log_group["LogGroupName"] == {
+            "Fn::Sub": f"/aws/lambda/${{AWS::StackName}}/{directory}"
+        }
         assert log_group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert function["LoggingConfig"] == {"LogGroup": {"Ref": f"{name}LogGroup"}}
 
 
 def test_functions_get_the_contract_environment(template: dict[str, Any]) -> None:
     contract = (ROOT / "docs" / "contracts.md").read_text(encoding="utf-8")
     section = contract.split("## Function environment", 1)[1].split("\n## ", 1)[0]
     names = set(re.findall(r"`([A-Z][A-Z_]+)`", section))
-    variables = template["Globals"]["Function"]["Environment"]["Variables"]
-    assert names <= set(variables), f"missing: {names - set(variables)}"
-    assert set(variables) - names <= {"POWERTOOLS_METRICS_NAMESPACE"}
+    variables = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for name in FUNCTIONS:
+        own = template["Resources"][name]["Properties"].get("Environment", {})
+        variables |= set(own.get("Variables", {}))
+    assert names <= variables, f"missing: {names - variables}"
+    assert variables - names <= {"POWERTOOLS_METRICS_NAMESPACE"}
     assert template["Globals"]["Function"]["Runtime"] == "python3.12"
     assert template["Globals"]["Function"]["Tracing"] == "Active"
     assert template["Globals"]["Function"]["Layers"] == [{"Ref": "CoreLayer"}]

@@ -6,7 +6,8 @@ starts that repository's CodePipeline: its ECR source action pins the digest in
 `imageDetail.json`, and its Step Functions action starts the promotion with that
 file as input, one execution at a time (QUEUED). Here the registry's notification
 webhook feeds the same rule patterns, and `PipelineRunner` does what the two actions
-do.
+do. With TriggerMode Direct there is no pipeline: the one rule's target is the
+promotion state machine, started with the rule's InputTransformer output.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -98,6 +100,36 @@ def _match_one(rule: Any, value: Any, present: bool) -> bool:
     return False
 
 
+def transformed_input(paths: Mapping[str, str], template: str, event: Mapping[str, Any]) -> str:
+    """EventBridge's InputTransformer: each `<name>` of the template is the value at
+    `paths[name]` (`$.detail.image-digest`); inside a JSON template and outside its
+    strings a value is inserted as JSON (a string gets its quotes)."""
+    values: dict[str, Any] = {}
+    for name, path in paths.items():
+        value: Any = event
+        for part in path.removeprefix("$.").split(".") if path != "$" else []:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        values[name] = value
+    as_json = template.lstrip().startswith("{")
+    out, in_string, i = [], False, 0
+    while i < len(template):
+        char = template[i]
+        match = re.match(r"<([A-Za-z0-9_.-]+)>", template[i:])
+        if match and match.group(1) in values:
+            value = values[match.group(1)]
+            if as_json and not in_string:
+                out.append(json.dumps(value))
+            else:
+                out.append("" if value is None else str(value))
+            i += match.end()
+            continue
+        if char == '"' and (i == 0 or template[i - 1] != "\\"):
+            in_string = not in_string
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
 def image_detail(event: Mapping[str, Any]) -> dict[str, Any]:
     """What CodePipeline's ECR source action writes as `imageDetail.json`."""
     detail = event["detail"]
@@ -169,9 +201,36 @@ class PipelineRunner:
         queued = []
         for event in ecr_events(notification, registry_host):
             for rule in self.rules:
-                if matches(rule.event_pattern, event) and rule.pipeline in self.pipelines:
+                if not matches(rule.event_pattern, event):
+                    continue
+                if rule.pipeline in self.pipelines:
                     queued.append(self.trigger(rule.pipeline, event))
+                elif rule.state_machine_arn:
+                    queued.append(self.start_direct(rule, event))
         return queued
+
+    def start_direct(self, rule: Rule, event: Mapping[str, Any]) -> PipelineRun:
+        """TriggerMode Direct: the rule's target is the state machine itself.
+
+        EventBridge starts the execution with the InputTransformer's output and no name
+        (Step Functions then names it with a UUID): no pipeline, nothing queued.
+        """
+        run_id = str(uuid.uuid4())
+        run = PipelineRun(pipeline=rule.name, run_id=run_id, execution_name=run_id)
+        self.runs.append(run)
+        try:
+            started = self.sfn.start_execution(
+                stateMachineArn=rule.state_machine_arn,
+                name=run.execution_name,
+                input=transformed_input(rule.input_paths, rule.input_template, event),
+            )
+            run.execution_arn = started["executionArn"]
+            run.status = "Started"
+        except Exception as exc:  # as on AWS: the event is dropped, the rule goes on
+            log.warning("rule %s could not start %s: %s", rule.name, rule.state_machine_arn, exc)
+            run.status = "Failed"
+        self.on_run(run)
+        return run
 
     def trigger(self, pipeline_name: str, event: Mapping[str, Any]) -> PipelineRun:
         """The source action: pin the pushed digest now; queue the invoke action."""
