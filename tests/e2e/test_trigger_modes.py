@@ -105,6 +105,7 @@ def test_the_input_transformer_makes_a_promotion_request_of_ecrs_push_event() ->
         ("s" * 71, {"Repositories": "a", "TriggerMode": "Direct"}, "allows 80"),  # -promotion
         ("image-cicd", {"Repositories": "a" * 44}, "1 to 43 characters"),
         ("image-cicd", {"TriggerMode": "Both"}, "is not one of"),
+        ("image-cicd", {"TestConfig": ""}, "a JSON object"),
     ],
 )
 def test_names_that_cannot_fit_are_refused_before_anything_is_created(
