@@ -9,8 +9,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from image_cicd.approvals import StepFunctionsNotifier
 from image_cicd.plan import ApprovalTask
-from image_cicd.wiring import services
+from image_cicd.wiring import client, services
 from image_cicd.workflow import request_approval
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
@@ -22,9 +23,22 @@ logger, tracer, metrics = Logger(), Tracer(), Metrics()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = parse(event=event, model=ApprovalTask)
     tests = task.tests.results() if task.tests else None
-    request = request_approval(services(), task.plan, task.stage, task.task_token, tests=tests)
+    request = request_approval(
+        services(),
+        task.plan,
+        task.stage,
+        task.task_token,
+        notifier=StepFunctionsNotifier(client("stepfunctions")),
+        tests=tests,
+    )
     logger.info(
-        "approval requested", extra={"stage": task.stage, "expires_at": request["expires_at"]}
+        "approval requested",
+        extra={
+            "stage": task.stage,
+            "expires_at": request["expires_at"],
+            "superseded": request["superseded"],
+            "not_superseded": request["not_superseded"],
+        },
     )
     # Not the approval id: the answer lands in the execution history, and the id
     # (with the page's form) is enough to decide.

@@ -1,8 +1,8 @@
 """HTML pages of the approval endpoint: complete documents, no external assets.
 
 Every value is escaped with ``html.escape``. Suggested HTTP statuses:
-approval and result pages 200, already decided 409, expired 410, not found 404,
-bad request 400, unavailable 503. Send them with ``Cache-Control: no-store`` and
+approval and result pages 200, already decided 409, expired or superseded 410, not
+found 404, bad request 400, unavailable 503. Send them with ``Cache-Control: no-store`` and
 ``Referrer-Policy: no-referrer``.
 """
 
@@ -31,6 +31,7 @@ __all__ = [
     "expired_page",
     "not_found_page",
     "result_page",
+    "superseded_page",
     "unavailable_page",
 ]
 
@@ -219,6 +220,22 @@ def expired_page(approval: ApprovalRequest | None = None) -> str:
             f"{_facts(approval)}"
         )
     body = f'<section class="card"><h1>{title}</h1>{detail}</section>'
+    return _document(title, body)
+
+
+def superseded_page(approval: ApprovalRequest) -> str:
+    """A newer image of the repository took this request's place (HTTP 410)."""
+    title = "Superseded by a newer image"
+    body = (
+        f'<section class="card"><h1>{title}</h1>'
+        f"<p>This request to promote to {_e(approval.stage)} was superseded at "
+        f"{_e(_time(approval.decided_at))} by the promotion "
+        f"<code>{_e(approval.superseded_by or 'unknown')}</code> of a newer image, "
+        f"<code>{_e(approval.superseded_by_digest or 'unknown')}</code>, which now waits "
+        f"for this approval instead. This promotion stopped; nothing more was copied and "
+        f"<code>{_e(approval.target_repository)}</code> was not changed by it.</p>"
+        f"{_facts(approval)}</section>"
+    )
     return _document(title, body)
 
 

@@ -21,7 +21,12 @@ from image_cicd.approvals import (
     decide,
     parse_decision_form,
 )
-from image_cicd.ledger import AlreadyDecided, ApprovalExpired, ApprovalNotFound
+from image_cicd.ledger import (
+    AlreadyDecided,
+    ApprovalExpired,
+    ApprovalNotFound,
+    ApprovalSuperseded,
+)
 
 HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -46,6 +51,8 @@ def show(ledger: ApprovalLedger, approval_id: str, now: datetime | None = None) 
         return 404, pages.not_found_page()
     if approval.status in ("APPROVED", "REJECTED"):
         return 409, pages.already_decided_page(approval)
+    if approval.status == "SUPERSEDED":
+        return 410, pages.superseded_page(approval)
     if approval.is_expired(now):
         return 410, pages.expired_page(approval)
     return 200, pages.approval_page(approval, csrf_token(approval))
@@ -93,6 +100,8 @@ def submit(
         return 409, pages.already_decided_page(exc.approval)
     except ApprovalExpired as exc:
         return 410, pages.expired_page(exc.approval)
+    except ApprovalSuperseded as exc:
+        return 410, pages.superseded_page(exc.approval)
     except InvalidRequest as exc:
         return 400, pages.bad_request_page(str(exc))
     except (ClientError, BotoCoreError):  # Step Functions unreachable: undone, retry later

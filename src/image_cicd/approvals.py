@@ -16,7 +16,7 @@ import secrets
 import unicodedata
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import parse_qs, quote
 
 from botocore.exceptions import ClientError
@@ -329,7 +329,9 @@ class ApprovalLedger(Protocol):
         self, approval_id: str, *, expected: ApprovalStatus = "PENDING"
     ) -> ApprovalRequest: ...
 
-    def reopen(self, approval_id: str, *, expected: Decision) -> ApprovalRequest: ...
+    def reopen(
+        self, approval_id: str, *, expected: Decision | Literal["SUPERSEDED"]
+    ) -> ApprovalRequest: ...
 
     def update_promotion(
         self, execution: str, *, approval: ApprovalRecord | None = None

@@ -30,6 +30,10 @@ class BadInput(WorkflowError):
     pass
 
 
+class PromotionSuperseded(WorkflowError):
+    """A newer image of the repository already waits for the same approval."""
+
+
 class ScanInProgress(WorkflowError):
     """The ECR scan has not finished; the state machine retries."""
 

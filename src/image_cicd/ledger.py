@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -46,6 +46,7 @@ __all__ = [
     "AlreadyDecided",
     "ApprovalExpired",
     "ApprovalNotFound",
+    "ApprovalSuperseded",
     "Ledger",
     "LedgerError",
     "PromotionNotFound",
@@ -86,6 +87,17 @@ class ApprovalExpired(LedgerError):
     def __init__(self, approval: ApprovalRequest) -> None:
         self.approval = approval
         super().__init__(f"approval {approval.approval_id} expired at {iso(approval.expires_at)}")
+
+
+class ApprovalSuperseded(LedgerError):
+    """A newer image of the repository took this approval's place."""
+
+    def __init__(self, approval: ApprovalRequest) -> None:
+        self.approval = approval
+        super().__init__(
+            f"approval {approval.approval_id} was superseded by {approval.superseded_by} "
+            f"({approval.superseded_by_digest})"
+        )
 
 
 class PromotionNotFound(LedgerError):
@@ -266,6 +278,8 @@ class Ledger:
     def _raise_unless_open(approval: ApprovalRequest, now: datetime) -> None:
         if approval.status in ("APPROVED", "REJECTED"):
             raise AlreadyDecided(approval)
+        if approval.status == "SUPERSEDED":
+            raise ApprovalSuperseded(approval)
         if approval.is_expired(now):
             raise ApprovalExpired(approval)
 
@@ -282,7 +296,10 @@ class Ledger:
             return None
         update = "SET #status = :status, gsi1sk = :gsi"
         if clear_decision:
-            update += " REMOVE decided_by, decided_at, #comment, source_ip, user_agent"
+            update += (
+                " REMOVE decided_by, decided_at, #comment, source_ip, user_agent,"
+                " superseded_by, superseded_by_digest"
+            )
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
@@ -311,10 +328,47 @@ class Ledger:
         updated = self._set_status(approval_id, "EXPIRED", expected)
         return updated if updated is not None else self.get_approval(approval_id)
 
-    def reopen(self, approval_id: str, *, expected: Decision) -> ApprovalRequest:
-        """Undo a decision that could not be delivered (back to PENDING)."""
+    def reopen(
+        self, approval_id: str, *, expected: Decision | Literal["SUPERSEDED"]
+    ) -> ApprovalRequest:
+        """Undo a decision (or superseding) that could not be delivered (back to PENDING)."""
         updated = self._set_status(approval_id, "PENDING", expected, clear_decision=True)
         return updated if updated is not None else self.get_approval(approval_id)
+
+    def supersede(
+        self, approval_id: str, *, by_execution: str, by_digest: str, now: datetime
+    ) -> ApprovalRequest | None:
+        """PENDING -> SUPERSEDED by a newer promotion, in one conditional write.
+
+        Returns the superseded request, or None when it was no longer PENDING (a
+        decision, an expiry or another superseding came first: exactly one wins).
+        """
+        current = self.get_approval(approval_id)
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=self._approval_key(approval_id),
+                UpdateExpression=(
+                    "SET #status = :status, gsi1sk = :gsi, decided_at = :now,"
+                    " superseded_by = :by, superseded_by_digest = :digest"
+                ),
+                ConditionExpression="attribute_exists(pk) AND #status = :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_values(
+                    status="SUPERSEDED",
+                    pending="PENDING",
+                    gsi=f"SUPERSEDED#{iso(current.created_at)}",
+                    now=iso(now),
+                    by=by_execution,
+                    digest=by_digest,
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                return None
+            raise
+        return self._approval_from(response["Attributes"])
 
     def list_approvals(self, status: ApprovalStatus | None = None) -> list[ApprovalRequest]:
         """Approval requests, newest first, optionally only those with ``status``."""

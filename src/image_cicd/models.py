@@ -20,9 +20,19 @@ from pydantic import (
 )
 
 Stage = Literal["TEST", "PROD"]
-ApprovalStatus = Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED"]
+ApprovalStatus = Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED", "SUPERSEDED"]
 Decision = Literal["APPROVED", "REJECTED"]
-Outcome = Literal["RUNNING", "SUCCEEDED", "FAILED", "REJECTED", "EXPIRED"]
+Outcome = Literal[
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "REJECTED",
+    "EXPIRED",
+    "SUPERSEDED",
+    "ALREADY_PROMOTED",
+    "ABORTED",  # stopped (StopExecution): no Catch ran, see workflow.execution_ended
+    "TIMED_OUT",
+]
 ReleaseKind = Literal["PROMOTION", "ROLLBACK"]
 
 
@@ -101,6 +111,8 @@ class ApprovalRequest(_Model):
     comment: str | None = None
     source_ip: str | None = None
     user_agent: str | None = None
+    superseded_by: str | None = None  # the newer execution that superseded this request
+    superseded_by_digest: str | None = None
 
     def is_expired(self, now: datetime) -> bool:
         return self.status == "EXPIRED" or (self.status == "PENDING" and now >= self.expires_at)

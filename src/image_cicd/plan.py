@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from image_cicd.errors import BadInput
-from image_cicd.models import ImageRef, Outcome, TestResults
+from image_cicd.models import ImageRef, Outcome, Stage, TestResults
 from image_cicd.registry.media import is_digest
 
 
@@ -60,6 +60,21 @@ class Plan(_Model):
     test_now: ImageRef | None = None
     prod_now: ImageRef | None = None
     approval_timeout_seconds: int
+    already_promoted: Stage | None = None  # the stage whose `latest` is this digest
+
+
+def already_promoted(
+    digest: str, test_now: ImageRef | None, prod_now: ImageRef | None
+) -> Stage | None:
+    """The stage that runs `digest` now (its `latest`), PROD first; None if neither does.
+
+    A promotion of such a digest would add nothing (the run CodePipeline starts by
+    itself when a pipeline is created, a re-run, a re-push of the same image): it ends
+    quietly as "already promoted". Only `latest` counts, not an older version tag, so
+    an image rolled back from can be promoted again.
+    """
+    stages: tuple[tuple[Stage, ImageRef | None], ...] = (("PROD", prod_now), ("TEST", test_now))
+    return next((stage for stage, now in stages if now is not None and now.digest == digest), None)
 
 
 class StageCopy(_Model):

@@ -13,14 +13,35 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from image_cicd.approvals import approval_link, ascii_line, format_message, new_approval_request
+from image_cicd.approvals import (
+    TaskNotifier,
+    TaskTokenInvalid,
+    approval_link,
+    ascii_line,
+    format_message,
+    new_approval_request,
+)
 from image_cicd.config import Settings
-from image_cicd.errors import BadInput, ImageNotFound
+from image_cicd.errors import BadInput, ImageNotFound, PromotionSuperseded
 from image_cicd.history import cause_text
-from image_cicd.ledger import Ledger
+from image_cicd.ledger import Ledger, PromotionNotFound
 from image_cicd.locks import Locker
-from image_cicd.models import ImageRef, Outcome, Release, TestResults
-from image_cicd.plan import ImageFacts, Plan, PromotionRequest, StageCopy, Step
+from image_cicd.models import (
+    ApprovalRequest,
+    ImageRef,
+    Outcome,
+    Promotion,
+    Release,
+    TestResults,
+)
+from image_cicd.plan import (
+    ImageFacts,
+    Plan,
+    PromotionRequest,
+    StageCopy,
+    Step,
+    already_promoted,
+)
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import Image, read_image
 from image_cicd.registry.errors import ManifestUnknown, NameUnknown
@@ -91,6 +112,8 @@ def resolve(
         )
     image = _read(services.registry, request.repository, request.digest, "when resolving")
     test, prod = settings.stage_repository(name, "TEST"), settings.stage_repository(name, "PROD")
+    test_now, prod_now = _current(services, test), _current(services, prod)
+    held = already_promoted(request.digest, test_now, prod_now)
     plan = Plan(
         execution=execution,
         name=name,
@@ -101,11 +124,21 @@ def resolve(
         image=ImageFacts(
             media_type=image.root.media_type, platforms=image.root.platforms, size=image.size
         ),
-        test_now=_current(services, test),
-        prod_now=_current(services, prod),
+        test_now=test_now,
+        prod_now=prod_now,
         approval_timeout_seconds=settings.approval_timeout_seconds,
+        already_promoted=held,
     )
     services.ledger.start_promotion(execution, name, request.digest, started_at or _now())
+    if held is not None:  # ends quietly: no approval request, no notification
+        runs = prod_now if held == "PROD" else test_now
+        version = runs.version if runs is not None and runs.version else "untagged"
+        services.ledger.finish_promotion(
+            execution,
+            "ALREADY_PROMOTED",
+            f"{held} already runs {request.digest} as {version}",
+            now=_now(),
+        )
     return plan
 
 
@@ -115,11 +148,21 @@ def request_approval(
     stage: Step,
     task_token: str,
     *,
+    notifier: TaskNotifier,
     tests: TestResults | None = None,
     now: datetime | None = None,
-) -> dict[str, str]:
-    """Record an approval request (with the task token) and publish its link."""
+) -> dict[str, Any]:
+    """Record an approval request (with the task token) and publish its link.
+
+    Unless the settings keep every promotion, the request supersedes the requests
+    of older promotions of the same repository still waiting at this stage (their
+    tasks fail with PromotionSuperseded); if a newer promotion already waits here,
+    this one is the older and raises PromotionSuperseded without asking anyone.
+    """
     now = now or _now()
+    older: list[ApprovalRequest] = []
+    if services.settings.supersede_waiting_promotions:
+        older = _older_waiting(services, plan, stage)
     source, target = (plan.source, plan.test) if stage == "TEST" else (plan.test, plan.prod)
     state = read_stage(services.registry, target, services.scheme)
     version = state.version_of(plan.digest) or services.scheme.next_after(list(state.versions))
@@ -140,11 +183,80 @@ def request_approval(
     link = approval_link(services.settings.approval_base_url, approval.approval_id)
     subject, body = format_message(approval, link)
     services.publish(services.settings.approvals_topic_arn, subject, body)
+    ended = {w.execution: _supersede(services, notifier, w, approval, now) for w in older}
     return {
         "approval_id": approval.approval_id,
         "link": link,
         "expires_at": approval.expires_at.isoformat(),
+        "superseded": [execution for execution, done in ended.items() if done],
+        "not_superseded": [execution for execution, done in ended.items() if not done],
     }
+
+
+def _older_waiting(services: Services, plan: Plan, stage: Step) -> list[ApprovalRequest]:
+    """PENDING requests of older promotions of this repository at this stage.
+
+    Older and newer by when the promotions started (the push order), not by when
+    they asked: raises PromotionSuperseded if a newer one already waits here.
+    """
+    ledger = services.ledger
+    source = plan.source if stage == "TEST" else plan.test
+    others = [
+        a
+        for a in ledger.list_approvals("PENDING")
+        if a.repository == source and a.stage == stage and a.execution != plan.execution
+    ]
+    if not others:
+        return []
+    mine = ledger.get_promotion(plan.execution).started_at
+    older = []
+    for other in others:
+        try:
+            started = ledger.get_promotion(other.execution).started_at
+        except PromotionNotFound:
+            continue  # not a promotion this ledger dates: leave it alone
+        if (started, other.execution) < (mine, plan.execution):
+            older.append(other)
+        else:
+            raise PromotionSuperseded(
+                f"{stage} approval superseded by {other.execution} ({other.digest}), a newer "
+                f"image of {plan.source} already waiting for it"
+            )
+    return older
+
+
+def _supersede(
+    services: Services,
+    notifier: TaskNotifier,
+    waiting: ApprovalRequest,
+    newer: ApprovalRequest,
+    now: datetime,
+) -> bool:
+    """Mark `waiting` SUPERSEDED (unless a decision came first) and end its task.
+
+    If Step Functions cannot be told (other than the task being gone already), the
+    request goes back to PENDING: it keeps waiting, as with superseding off. True
+    if `waiting` ends superseded.
+    """
+    superseded = services.ledger.supersede(
+        waiting.approval_id, by_execution=newer.execution, by_digest=newer.digest, now=now
+    )
+    if superseded is None:
+        return False
+    cause = (
+        f"{waiting.stage} approval superseded by {newer.execution} ({newer.digest}), a newer "
+        f"image of {waiting.repository}"
+    )
+    try:
+        notifier.send_failure(
+            superseded.task_token.get_secret_value(), PromotionSuperseded.__name__, cause
+        )
+    except TaskTokenInvalid:
+        return True  # the older execution ended already (timed out or stopped)
+    except Exception:
+        services.ledger.reopen(waiting.approval_id, expected="SUPERSEDED")
+        return False
+    return True
 
 
 def copy_to_stage(services: Services, plan: Plan, stage: Step, *, workers: int = 4) -> StageCopy:
@@ -261,6 +373,42 @@ def finish(
             sent["duration_seconds"] = (done.finished_at - done.started_at).total_seconds()
     services.publish(services.settings.notifications_topic_arn, subject, message)
     return sent
+
+
+def execution_ended(
+    services: Services,
+    execution: str,
+    status: Literal["ABORTED", "TIMED_OUT", "FAILED"],
+    error: str | None,
+    cause: str | None,
+) -> dict[str, Any] | None:
+    """A promotion execution ended without its Notify step: record it and tell.
+
+    Step Functions runs no Catch when an execution is stopped or times out (and a
+    failure of the notify step itself ends it too), so its ledger record would stay
+    RUNNING and its approval pending. Only a record still RUNNING is finished here;
+    one the workflow finished itself is left as it is. An execution stopped before it
+    was recorded (nothing to finish) is still notified unless it merely failed (the
+    workflow's failure path told already). Returns the message sent, or None.
+    """
+    try:
+        promotion: Promotion | None = services.ledger.get_promotion(execution)
+    except PromotionNotFound:
+        promotion = None
+    if promotion is None and status == "FAILED":
+        return None
+    if promotion is not None and promotion.outcome != "RUNNING":
+        return None
+    outcome: Outcome = status
+    failure = {"error": error or f"Execution{status.title().replace('_', '')}", "cause": cause}
+    details: dict[str, Any] = {}
+    if promotion is not None:
+        details["plan"] = {
+            "name": promotion.repository,
+            "source": services.settings.stage_repository(promotion.repository, "DEV"),
+            "digest": promotion.digest,
+        }
+    return finish(services, "PROMOTION", execution, outcome, details, failure)
 
 
 def outcome_message(

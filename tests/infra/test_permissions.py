@@ -36,18 +36,35 @@ def actions(function: str, service: str) -> set[str]:
 @pytest.mark.parametrize(
     ("function", "needed"),
     [
-        ("ResolveRepoFunction", {"dynamodb:GetItem", "dynamodb:PutItem"}),
-        ("WaitForApprovalFunction", {"dynamodb:PutItem"}),
+        # resolve records an already promoted digest's outcome (UpdateItem)
+        ("ResolveRepoFunction", {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}),
+        # superseding: the waiting requests (Query), their promotions' start (GetItem),
+        # the conditional SUPERSEDED (UpdateItem)
+        (
+            "WaitForApprovalFunction",
+            {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        ),
         ("ApprovalApiFunction", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
         ("RetagAndCopyManifestFunction", LOCK),
         ("RunTestsFunction", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
         ("PromoteToProdFunction", LOCK | {"dynamodb:Query"}),
         ("RollbackFunction", LOCK | {"dynamodb:Query"}),
         ("NotifyFunction", {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}),
+        ("ExecutionEndedFunction", {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}),
     ],
 )
 def test_ledger_actions_are_exactly_what_the_function_uses(function: str, needed: set[str]) -> None:
     assert actions(function, "dynamodb:") == needed
+
+
+def test_wait_for_approval_may_fail_the_tasks_of_the_promotions_it_supersedes() -> None:
+    [statement] = [s for s in statements("WaitForApprovalFunction") if s.get("Sid") == "Supersede"]
+    assert statement["Action"] == "states:SendTaskFailure"
+    assert statement["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+        ":stateMachine:${AWS::StackName}-promotion"
+    }
+    assert actions("WaitForApprovalFunction", "states:") == {"states:SendTaskFailure"}
 
 
 @pytest.mark.parametrize(
@@ -61,6 +78,7 @@ def test_ledger_actions_are_exactly_what_the_function_uses(function: str, needed
         ("RollbackFunction", True),
         ("ApprovalApiFunction", False),
         ("NotifyFunction", False),
+        ("ExecutionEndedFunction", False),
     ],
 )
 def test_only_functions_that_read_images_get_a_registry_token(
@@ -70,6 +88,38 @@ def test_only_functions_that_read_images_get_a_registry_token(
     assert ("ecr:GetAuthorizationToken" in ecr) is uses_registry
     if uses_registry:
         assert {"ecr:BatchGetImage", "ecr:ListImages"} <= ecr  # manifests and tags
+
+
+def test_only_the_promotion_machines_unnotified_ends_invoke_the_execution_ended_function() -> None:
+    resources = TEMPLATE["Resources"]
+    rule = resources["ExecutionEndedRule"]["Properties"]
+    assert rule["EventPattern"] == {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {
+            "status": ["ABORTED", "TIMED_OUT", "FAILED"],
+            "stateMachineArn": [{"Ref": "PromotionStateMachine"}],
+        },
+    }
+    [target] = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["ExecutionEndedFunction", "Arn"]}
+    permissions = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission"
+        and r["Properties"]["FunctionName"] == {"Ref": "ExecutionEndedFunction"}
+    ]
+    assert permissions == [
+        {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": {"Ref": "ExecutionEndedFunction"},
+            "Principal": "events.amazonaws.com",
+            "SourceArn": {"Fn::GetAtt": ["ExecutionEndedRule", "Arn"]},
+        }
+    ]
+    # It finishes ledger records and expires approvals; it never touches images.
+    assert actions("ExecutionEndedFunction", "ecr:") == set()
+    assert actions("ExecutionEndedFunction", "states:") == set()
 
 
 SSM_ARN = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"

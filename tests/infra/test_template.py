@@ -74,6 +74,7 @@ FUNCTIONS = {
     "PromoteToProdFunction": "promote-to-prod",
     "RollbackFunction": "rollback",
     "NotifyFunction": "notify",
+    "ExecutionEndedFunction": "execution-ended",
 }
 STAGE_WRITERS = {
     "RetagAndCopyManifestFunction": "TestPrefix",
@@ -194,7 +195,7 @@ def test_one_rule_and_one_pipeline_per_repository(
     pipelines = resources_of(template, "AWS::CodePipeline::Pipeline")
     assert per_repository == {f"TriggerRule{alphanumeric(r)}" for r in repositories}
     # (and the rule on the promotion's own ends, ExecutionEndedRule)
-    assert set(rules) - per_repository == {"DirectTriggerRule"}
+    assert set(rules) - per_repository == {"DirectTriggerRule", "ExecutionEndedRule"}
     assert {v["Condition"] for v in pipelines.values()} == {"IsPipelineMode"}
     assert set(pipelines) == {f"Pipeline{alphanumeric(r)}" for r in repositories}
     assert not any(k.startswith("Fn::ForEach") for k in template["Resources"])
@@ -228,7 +229,7 @@ def test_rules_match_pushes_of_the_trigger_tag_to_dev_only(raw: dict[str, Any]) 
         assert fnmatch.fnmatchcase(arn, resolve(statement["Resource"], params))
 
 
-def test_pipelines_are_v2_queued_and_hand_image_detail_to_the_state_machine(
+def test_pipelines_are_v2_parallel_and_hand_image_detail_to_the_state_machine(
     raw: dict[str, Any],
 ) -> None:
     params = parameter_values(raw, CUSTOM)
@@ -236,7 +237,8 @@ def test_pipelines_are_v2_queued_and_hand_image_detail_to_the_state_machine(
     for repo in ["api", "web-ui"]:
         pipeline = template["Resources"][f"Pipeline{alphanumeric(repo)}"]["Properties"]
         assert pipeline["PipelineType"] == "V2"
-        assert pipeline["ExecutionMode"] == "QUEUED"
+        # PARALLEL: a push never waits behind another image's approval (docs/architecture.md)
+        assert pipeline["ExecutionMode"] == "PARALLEL"
         assert pipeline["ArtifactStore"] == {"Type": "S3", "Location": {"Ref": "ArtifactBucket"}}
         source, promote = pipeline["Stages"]
         (source_action,) = source["Actions"]
@@ -422,6 +424,23 @@ def test_functions_get_the_contract_environment(template: dict[str, Any]) -> Non
     assert template["Globals"]["Function"]["Runtime"] == "python3.12"
     assert template["Globals"]["Function"]["Tracing"] == "Active"
     assert template["Globals"]["Function"]["Layers"] == [{"Ref": "CoreLayer"}]
+
+
+def test_superseding_is_a_parameter_only_wait_for_approval_reads(
+    template: dict[str, Any],
+) -> None:
+    parameter = template["Parameters"]["SupersedeWaitingPromotions"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("true", ["true", "false"])
+    for name in FUNCTIONS:
+        variables = (
+            template["Resources"][name]["Properties"].get("Environment", {}).get("Variables", {})
+        )
+        if name == "WaitForApprovalFunction":
+            assert variables["SUPERSEDE_WAITING_PROMOTIONS"] == {
+                "Ref": "SupersedeWaitingPromotions"
+            }
+        else:
+            assert "SUPERSEDE_WAITING_PROMOTIONS" not in variables
 
 
 def test_the_core_layer_is_built_from_src(template: dict[str, Any]) -> None:

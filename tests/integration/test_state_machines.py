@@ -27,7 +27,7 @@ from image_cicd.operator import wait_finished as finished
 from image_cicd.target import Target
 from image_cicd.versions import VersionScheme, read_stage
 
-REPOS = [f"repo-{n}" for n in range(1, 12)]
+REPOS = [f"repo-{n}" for n in range(1, 15)]
 FAILING_TESTS = "repo-5"  # its built-in checks require a label the images lack
 
 
@@ -282,30 +282,112 @@ def test_registry_briefly_unavailable_is_retried(
     assert finished(t, arn_of(t, execution))["status"] == "FAILED"
 
 
-def test_same_digest_twice_gets_no_second_version(t: Target) -> None:
+def test_a_digest_prod_already_runs_ends_as_already_promoted_without_asking(
+    stack: LocalStack, t: Target
+) -> None:
     image = push(t, "repo-8")
     first = promote_fully(t, "repo-8", image)
-    second = promote_fully(t, "repo-8", image)
+    asked = len(t.ledger.list_approvals())
 
+    again = start_promotion(t, "ecr-dev/repo-8", image.digest).rsplit(":", 1)[-1]
+
+    desc = finished(t, arn_of(t, again))
+    assert desc["status"] == "SUCCEEDED"
+    states = view(t.client("stepfunctions"), arn_of(t, again)).states
+    assert states["Already promoted"].status == "succeeded"
+    assert states["Wait for TEST approval"].status == "not reached"
+    assert len(t.ledger.list_approvals()) == asked  # no approval request
+    promotion = t.ledger.get_promotion(again)
+    assert promotion.outcome == "ALREADY_PROMOTED"
+    assert promotion.reason == f"PROD already runs {image.digest} as v0.1"
+    assert not [m for m in stack.inbox.messages() if again in json.dumps(m)]  # quiet
     assert stage(t, "ecr-test/repo-8") == ({"v0.1": image.digest}, image.digest)
     assert stage(t, "ecr-prod/repo-8") == ({"v0.1": image.digest}, image.digest)
     assert t.ledger.get_promotion(first).prod_version == "v0.1"
-    assert t.ledger.get_promotion(second).prod_version == "v0.1"
     assert len(t.ledger.releases("ecr-prod/repo-8")) == 1  # latest did not move again
 
 
-def test_two_promotions_of_one_repository_at_once(t: Target) -> None:
-    a, b = push(t, "repo-9"), push(t, "repo-9")
-    first, second = run_to_approval(t, "repo-9", a), run_to_approval(t, "repo-9", b)
+def test_a_newer_image_supersedes_the_older_promotion_waiting_for_its_test_approval(
+    stack: LocalStack, t: Target
+) -> None:
+    a, b = push(t, "repo-12"), push(t, "repo-12")
+    older = run_to_approval(t, "repo-12", a)
+    waiting = pending_approval(t, older)
+    assert waiting is not None
 
-    decide(t, first, "APPROVED")
-    decide(t, second, "APPROVED")
-    for execution in (first, second):
-        assert pending_approval(t, execution, wait_seconds=120) is not None
-    for execution in (first, second):
-        decide(t, execution, "APPROVED")
-    for execution in (first, second):
-        assert finished(t, arn_of(t, execution))["status"] == "SUCCEEDED"
+    newer = run_to_approval(t, "repo-12", b)
+
+    desc = finished(t, arn_of(t, older))
+    assert (desc["status"], desc.get("error")) == ("FAILED", "PromotionSuperseded")
+    states = view(t.client("stepfunctions"), arn_of(t, older)).states
+    assert states["TEST approval superseded"].status == "succeeded"
+    promotion = t.ledger.get_promotion(older)
+    assert promotion.outcome == "SUPERSEDED"
+    assert promotion.reason is not None
+    assert newer in promotion.reason
+    approval = t.ledger.get_approval(waiting.approval_id)
+    assert (approval.status, approval.superseded_by) == ("SUPERSEDED", newer)
+    assert approval.superseded_by_digest == b.digest
+    page = requests.get(
+        approval_link(t.output("ApprovalBaseUrl"), approval.approval_id), timeout=30
+    )
+    assert page.status_code == 410
+    assert newer in page.text
+    assert b.digest in page.text
+    [note] = [m for m in stack.inbox.messages() if f"Promotion {older}: SUPERSEDED" in m["message"]]
+    assert newer in note["message"]
+    assert stage(t, "ecr-test/repo-12") == ({}, None)  # nothing copied by the older one
+    assert pending_approval(t, newer) is not None  # the newer one waits for its own decision
+    decide(t, newer, "REJECTED")
+    assert finished(t, arn_of(t, newer))["error"] == "ApprovalRejected"
+
+
+def test_a_promotion_past_its_approval_is_never_interrupted_and_prod_waits_supersede(
+    t: Target,
+) -> None:
+    a, b = push(t, "repo-13"), push(t, "repo-13")
+    older = run_to_approval(t, "repo-13", a)
+    decide(t, older, "APPROVED")  # copying to TEST, testing, then waiting for PROD
+    newer = run_to_approval(t, "repo-13", b)  # a TEST request: not the same approval
+    at_prod = pending_approval(t, older, wait_seconds=120)
+    assert at_prod is not None
+    assert at_prod.stage == "PROD"
+    assert stage(t, "ecr-test/repo-13") == ({"v0.1": a.digest}, a.digest)
+
+    decide(t, newer, "APPROVED")  # the newer one copies, tests, then asks for PROD
+
+    desc = finished(t, arn_of(t, older))
+    assert (desc["status"], desc.get("error")) == ("FAILED", "PromotionSuperseded")
+    assert t.ledger.get_promotion(older).outcome == "SUPERSEDED"
+    assert t.ledger.get_approval(at_prod.approval_id).superseded_by == newer
+    waiting = pending_approval(t, newer, wait_seconds=120)
+    assert waiting is not None
+    assert waiting.stage == "PROD"
+    assert stage(t, "ecr-prod/repo-13") == ({}, None)  # the older one never reached PROD
+    decide(t, newer, "APPROVED")
+    assert finished(t, arn_of(t, newer))["status"] == "SUCCEEDED"
+    assert stage(t, "ecr-prod/repo-13") == ({"v0.1": b.digest}, b.digest)
+    assert stage(t, "ecr-test/repo-13")[1] == b.digest
+
+
+def test_two_promotions_of_one_repository_at_once(t: Target) -> None:
+    # With superseding off both wait for each approval, and both are approved at
+    # once: the per-repository lock lets one copy at a time, `latest` never goes back.
+    undo = _set_env(t, "WaitForApprovalFunction", SUPERSEDE_WAITING_PROMOTIONS="false")
+    try:
+        a, b = push(t, "repo-9"), push(t, "repo-9")
+        first, second = run_to_approval(t, "repo-9", a), run_to_approval(t, "repo-9", b)
+
+        decide(t, first, "APPROVED")
+        decide(t, second, "APPROVED")
+        for execution in (first, second):
+            assert pending_approval(t, execution, wait_seconds=120) is not None
+        for execution in (first, second):
+            decide(t, execution, "APPROVED")
+        for execution in (first, second):
+            assert finished(t, arn_of(t, execution))["status"] == "SUCCEEDED"
+    finally:
+        undo()
 
     versions, latest = stage(t, "ecr-prod/repo-9")
     assert sorted(versions) == ["v0.1", "v0.2"]

@@ -96,9 +96,15 @@ def test_the_test_loop_is_drawn_as_a_back_edge() -> None:
 
 def test_the_main_line_is_one_column() -> None:
     plan = layout(definition("promotion"))
-    main = ["Resolve repository", "Wait for TEST approval", "Copy to TEST", "Run tests"]
+    main = [
+        "Resolve repository",
+        "Already promoted?",
+        "Wait for TEST approval",
+        "Copy to TEST",
+        "Run tests",
+    ]
     assert len({plan.positions[n].x for n in main}) == 1
-    assert [plan.positions[n].layer for n in main] == [0, 1, 2, 3]
+    assert [plan.positions[n].layer for n in main] == [0, 1, 2, 3, 4]
 
 
 def _run(name: str, kind: str, status: str, at: int, seconds: float | None) -> StateRun:
@@ -110,6 +116,7 @@ def _run(name: str, kind: str, status: str, at: int, seconds: float | None) -> S
 def rejected_at_test() -> tuple[dict[str, StateRun], list[str]]:
     path = [
         "Resolve repository",
+        "Already promoted?",
         "Wait for TEST approval",
         "TEST approval rejected",
         "Notify failure",
@@ -118,6 +125,7 @@ def rejected_at_test() -> tuple[dict[str, StateRun], list[str]]:
     spec = definition("promotion")["States"]
     states = {n: StateRun(n, s["Type"]) for n, s in spec.items()}
     states["Resolve repository"] = _run("Resolve repository", "Task", "succeeded", 0, 2.5)
+    states["Already promoted?"] = _run("Already promoted?", "Choice", "succeeded", 3, 0)
     states["Wait for TEST approval"] = _run("Wait for TEST approval", "Task", "caught", 3, 40)
     states["Wait for TEST approval"].error = "ApprovalRejected"
     states["TEST approval rejected"] = _run("TEST approval rejected", "Pass", "succeeded", 44, 0)
@@ -190,10 +198,11 @@ def test_text_lists_the_path_first_with_status_and_timing() -> None:
     lines = text.splitlines()
     assert len(lines) == len(definition("promotion")["States"])
     assert [line.split()[-1] for line in lines[:1]] == ["2.5s"]
-    assert "caught" in lines[1]
-    assert "ApprovalRejected" in lines[1]
-    assert "failed" in lines[4]
-    assert "Promotion failed" in lines[4]
+    assert "Already promoted?" in lines[1]
+    assert "caught" in lines[2]
+    assert "ApprovalRejected" in lines[2]
+    assert "failed" in lines[5]
+    assert "Promotion failed" in lines[5]
     assert "not reached" in text
     assert all(line.startswith("*") for line in lines[: len(path)])
 

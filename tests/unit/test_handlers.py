@@ -30,7 +30,12 @@ from pydantic import ValidationError
 from support.ledger_table import create_ledger_table
 
 from image_cicd import approval_site
-from image_cicd.approvals import TaskTokenInvalid, csrf_token, new_approval_request
+from image_cicd.approvals import (
+    StepFunctionsNotifier,
+    TaskTokenInvalid,
+    csrf_token,
+    new_approval_request,
+)
 from image_cicd.checks import EcrScanFindings, StepFunctionsTestMachines
 from image_cicd.config import RepositoryTests, Settings
 from image_cicd.errors import BadInput
@@ -334,6 +339,8 @@ REQUESTED = {
     "approval_id": "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5",
     "link": "https://abc.execute-api.us-east-1.amazonaws.com/approvals/Zm9vYmFy",
     "expires_at": "2026-03-01T10:00:00+00:00",
+    "superseded": ["repo-1-older"],
+    "not_superseded": [],
 }
 
 
@@ -355,6 +362,7 @@ def test_wait_for_approval_records_the_request_with_the_token_and_returns_its_id
     assert plan == Plan.model_validate(event["plan"])
     assert got_stage == event["stage"] == stage
     assert token == event["task_token"]
+    assert type(kwargs.pop("notifier")) is StepFunctionsNotifier  # ends superseded tasks
     if "tests" in event:
         tests = kwargs["tests"]
         assert type(tests) is TestResults

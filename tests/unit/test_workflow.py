@@ -61,6 +61,19 @@ class Outbox:
         self.sent.append((topic_arn, subject, message))
 
 
+class NoTasks:
+    """No other promotion waits in these tests: no task is ever resumed or failed."""
+
+    def send_success(self, token: str, output: dict[str, Any]) -> None:
+        raise AssertionError("no task to resume")
+
+    def send_failure(self, token: str, error: str, cause: str) -> None:
+        raise AssertionError("no task to fail")
+
+
+NO_TASKS = NoTasks()
+
+
 @pytest.fixture(scope="module")
 def dynamodb() -> Iterator[Any]:
     """One in-process moto DynamoDB for the module (a client is slow to build)."""
@@ -308,7 +321,9 @@ def test_given_a_test_approval_when_requested_then_the_link_has_the_id_and_never
     outbox = Outbox()
     tags = {"ecr-test/repo-1": {"v0.1": d(1), "v0.2": d(2), "latest": d(2), "dev": d(5)}}
 
-    request = request_approval(services(ledger, outbox, tags), make_plan(), "TEST", TOKEN, now=T0)
+    request = request_approval(
+        services(ledger, outbox, tags), make_plan(), "TEST", TOKEN, notifier=NO_TASKS, now=T0
+    )
 
     approval_id = request["approval_id"]
     assert request["link"] == f"{BASE_URL}approvals/{approval_id}"
@@ -326,7 +341,9 @@ def test_the_approval_request_keeps_the_token_in_the_ledger_only(ledger: Ledger)
     outbox = Outbox()
     tags = {"ecr-test/repo-1": {"v0.1": d(1), "latest": d(1)}}
 
-    request = request_approval(services(ledger, outbox, tags), make_plan(), "TEST", TOKEN, now=T0)
+    request = request_approval(
+        services(ledger, outbox, tags), make_plan(), "TEST", TOKEN, notifier=NO_TASKS, now=T0
+    )
 
     stored = ledger.get_approval(request["approval_id"])
     assert stored.task_token.get_secret_value() == TOKEN
@@ -346,7 +363,9 @@ def test_given_a_digest_already_versioned_in_the_target_then_the_request_shows_t
     outbox = Outbox()
     tags = {"ecr-test/repo-1": {"v0.1": DIGEST, "v0.2": d(2), "latest": d(2)}}
 
-    request = request_approval(services(ledger, outbox, tags), make_plan(), "TEST", TOKEN, now=T0)
+    request = request_approval(
+        services(ledger, outbox, tags), make_plan(), "TEST", TOKEN, notifier=NO_TASKS, now=T0
+    )
 
     assert ledger.get_approval(request["approval_id"]).version == "v0.1"
 
@@ -354,7 +373,9 @@ def test_given_a_digest_already_versioned_in_the_target_then_the_request_shows_t
 def test_given_an_empty_target_then_the_request_is_for_the_first_version(ledger: Ledger) -> None:
     outbox = Outbox()
 
-    request = request_approval(services(ledger, outbox), make_plan(), "TEST", TOKEN, now=T0)
+    request = request_approval(
+        services(ledger, outbox), make_plan(), "TEST", TOKEN, notifier=NO_TASKS, now=T0
+    )
 
     stored = ledger.get_approval(request["approval_id"])
     assert stored.version == "v0.1"
@@ -377,7 +398,13 @@ def test_given_a_prod_approval_then_it_goes_from_test_to_prod_with_the_test_resu
     )
 
     request = request_approval(
-        services(ledger, outbox, tags), make_plan(), "PROD", TOKEN, tests=tests, now=T0
+        services(ledger, outbox, tags),
+        make_plan(),
+        "PROD",
+        TOKEN,
+        notifier=NO_TASKS,
+        tests=tests,
+        now=T0,
     )
 
     stored = ledger.get_approval(request["approval_id"])
@@ -400,8 +427,8 @@ def test_every_request_gets_its_own_approval_id(ledger: Ledger) -> None:
     outbox = Outbox()
     svc = services(ledger, outbox)
 
-    first = request_approval(svc, make_plan(), "TEST", TOKEN, now=T0)
-    second = request_approval(svc, make_plan(), "TEST", TOKEN, now=T0)
+    first = request_approval(svc, make_plan(), "TEST", TOKEN, notifier=NO_TASKS, now=T0)
+    second = request_approval(svc, make_plan(), "TEST", TOKEN, notifier=NO_TASKS, now=T0)
 
     assert first["approval_id"] != second["approval_id"]
     assert len(outbox.sent) == 2

@@ -4,7 +4,7 @@ On AWS, ECR emits an "ECR Image Action" event for each push, an EventBridge rule
 (from the template) matches pushes of the trigger tag to a DEV repository, and
 starts that repository's CodePipeline: its ECR source action pins the digest in
 `imageDetail.json`, and its Step Functions action starts the promotion with that
-file as input, one execution at a time (QUEUED). Here the registry's notification
+file as input, each execution at once and on its own (PARALLEL). Here the registry's notification
 webhook feeds the same rule patterns, and `PipelineRunner` does what the two actions
 do. With TriggerMode Direct there is no pipeline: the one rule's target is the
 promotion state machine, started with the rule's InputTransformer output.
@@ -19,7 +19,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,6 +130,20 @@ def transformed_input(paths: Mapping[str, str], template: str, event: Mapping[st
     return "".join(out)
 
 
+def deliver(rules: Iterable[Rule], event: Mapping[str, Any], lambda_client: Any) -> list[str]:
+    """EventBridge for the events of the local AWS services: each rule that matches
+    and targets a Lambda function invokes it asynchronously with the event, as
+    EventBridge does. Returns the names of the functions invoked."""
+    invoked = []
+    for rule in rules:
+        if rule.function and matches(rule.event_pattern, event):
+            lambda_client.invoke(
+                FunctionName=rule.function, InvocationType="Event", Payload=json.dumps(event)
+            )
+            invoked.append(rule.function)
+    return invoked
+
+
 def image_detail(event: Mapping[str, Any]) -> dict[str, Any]:
     """What CodePipeline's ECR source action writes as `imageDetail.json`."""
     detail = event["detail"]
@@ -158,7 +172,13 @@ class PipelineRun:
 
 
 class PipelineRunner:
-    """Runs each pipeline's executions one after another (ExecutionMode QUEUED)."""
+    """Runs each pipeline's executions as its ExecutionMode says.
+
+    PARALLEL (the template's): every run starts its execution at once, independently
+    of the others. QUEUED: one after another, in order. (SUPERSEDED, not used by the
+    template, runs like QUEUED here: on AWS too it never interrupts an action in
+    progress.)
+    """
 
     def __init__(
         self,
@@ -247,28 +267,38 @@ class PipelineRunner:
         return run
 
     def _work(self, name: str, q: queue.Queue[PipelineRun | None]) -> None:
-        pipeline = self.pipelines[name]
+        parallel = self.pipelines[name].execution_mode == "PARALLEL"
         while not self._stopping.is_set():
             run = q.get()
             if run is None:
                 return
-            folder = self.state_dir / "pipelines" / name / run.run_id
-            try:
-                started = self.sfn.start_execution(
-                    stateMachineArn=pipeline.state_machine_arn,
-                    name=run.execution_name,
-                    input=(folder / pipeline.input_file).read_text(),
-                )
-                run.execution_arn = started["executionArn"]
-                run.status = "InProgress"
-                self.on_run(run)
-                while not self._stopping.is_set():
-                    status = self.sfn.describe_execution(executionArn=run.execution_arn)["status"]
-                    if status != "RUNNING":
-                        run.status = "Succeeded" if status == "SUCCEEDED" else "Failed"
-                        break
-                    time.sleep(self.poll_seconds)
-            except Exception as exc:  # a pipeline run fails; the runner goes on
-                log.warning("pipeline %s run %s failed: %s", name, run.run_id, exc)
-                run.status = "Failed"
+            if parallel:
+                thread = threading.Thread(target=self._run, args=(name, run), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            else:
+                self._run(name, run)
+
+    def _run(self, name: str, run: PipelineRun) -> None:
+        """The Step Functions action of one run: start the execution, follow it."""
+        pipeline = self.pipelines[name]
+        folder = self.state_dir / "pipelines" / name / run.run_id
+        try:
+            started = self.sfn.start_execution(
+                stateMachineArn=pipeline.state_machine_arn,
+                name=run.execution_name,
+                input=(folder / pipeline.input_file).read_text(),
+            )
+            run.execution_arn = started["executionArn"]
+            run.status = "InProgress"
             self.on_run(run)
+            while not self._stopping.is_set():
+                status = self.sfn.describe_execution(executionArn=run.execution_arn)["status"]
+                if status != "RUNNING":
+                    run.status = "Succeeded" if status == "SUCCEEDED" else "Failed"
+                    break
+                time.sleep(self.poll_seconds)
+        except Exception as exc:  # a pipeline run fails; the runner goes on
+            log.warning("pipeline %s run %s failed: %s", name, run.run_id, exc)
+            run.status = "Failed"
+        self.on_run(run)

@@ -1,0 +1,355 @@
+"""A newer image supersedes an older promotion still waiting for the same approval;
+a digest a stage already runs is "already promoted" (in-process moto DynamoDB)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import boto3
+import pytest
+from moto import mock_aws
+from support.ledger_table import create_ledger_table
+
+from image_cicd import approval_site
+from image_cicd.approvals import TaskTokenInvalid, csrf_token, decide
+from image_cicd.config import Settings
+from image_cicd.errors import ConfigurationError, PromotionSuperseded
+from image_cicd.ledger import ApprovalSuperseded, Ledger
+from image_cicd.locks import Locker
+from image_cicd.models import ImageRef
+from image_cicd.plan import ImageFacts, Plan, already_promoted
+from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.media import OCI_MANIFEST
+from image_cicd.workflow import Services, finish, request_approval
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+class EmptyRegistry:
+    def list_tags(self, repository: str) -> list[str]:
+        return []
+
+
+@dataclass
+class Outbox:
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __call__(self, topic_arn: str, subject: str, message: str) -> None:
+        self.sent.append((topic_arn, subject, message))
+
+
+@dataclass
+class Tasks:
+    """The Step Functions callbacks, recorded (or failing with `error`)."""
+
+    error: Exception | None = None
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def send_success(self, token: str, output: dict[str, Any]) -> None:
+        raise AssertionError("superseding never resumes a task")
+
+    def send_failure(self, token: str, error: str, cause: str) -> None:
+        if self.error is not None:
+            raise self.error
+        self.failed.append((token, error, cause))
+
+
+@pytest.fixture(scope="module")
+def dynamodb() -> Iterator[Any]:
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }.items():
+            env.setenv(name, value)
+        env.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            yield boto3.client("dynamodb", region_name="us-east-1")
+
+
+@pytest.fixture
+def ledger(dynamodb: Any) -> Ledger:
+    return Ledger(create_ledger_table(dynamodb, f"ledger-{uuid.uuid4().hex}"), dynamodb)
+
+
+def services(ledger: Ledger, outbox: Outbox | None = None, *, supersede: bool = True) -> Services:
+    return Services(
+        settings=Settings(
+            repositories=("repo-1", "repo-2"),
+            approval_base_url="https://approvals.example/",
+            approvals_topic_arn="approvals",
+            notifications_topic_arn="notifications",
+            supersede_waiting_promotions=supersede,
+        ),
+        connect=lambda: cast(RegistryClient, EmptyRegistry()),
+        ledger=ledger,
+        locker=cast(Locker, None),
+        publish=outbox if outbox is not None else Outbox(),
+    )
+
+
+def plan(execution: str, digest: str, name: str = "repo-1") -> Plan:
+    return Plan(
+        execution=execution,
+        name=name,
+        digest=digest,
+        source=f"ecr-dev/{name}",
+        test=f"ecr-test/{name}",
+        prod=f"ecr-prod/{name}",
+        image=ImageFacts(media_type=OCI_MANIFEST, size=1),
+        approval_timeout_seconds=3600,
+    )
+
+
+def waiting(
+    svc: Services, tasks: Tasks, execution: str, digest: str, *, minute: int, **options: Any
+) -> str:
+    """A promotion started at T0 + `minute` that now waits for its TEST approval."""
+    stage = options.pop("stage", "TEST")
+    name = options.pop("name", "repo-1")
+    svc.ledger.start_promotion(execution, name, digest, T0 + timedelta(minutes=minute))
+    request = request_approval(
+        svc,
+        plan(execution, digest, name),
+        stage,
+        f"token-{execution}",
+        notifier=tasks,
+        now=T0 + timedelta(minutes=minute),
+    )
+    return request["approval_id"]
+
+
+# ------------------------------------------------------------------ superseding
+
+
+def test_a_newer_image_waiting_for_the_same_approval_supersedes_the_older_one(
+    ledger: Ledger,
+) -> None:
+    svc, tasks = services(ledger), Tasks()
+    old = waiting(svc, tasks, "exec-a", A, minute=0)
+    new = waiting(svc, tasks, "exec-b", B, minute=5)
+
+    older = ledger.get_approval(old)
+    assert older.status == "SUPERSEDED"
+    assert (older.superseded_by, older.superseded_by_digest) == ("exec-b", B)
+    assert ledger.get_approval(new).status == "PENDING"
+    [(token, error, cause)] = tasks.failed
+    assert (token, error) == ("token-exec-a", "PromotionSuperseded")
+    assert "exec-b" in cause
+    assert B in cause
+    assert "TEST" in cause
+
+
+def test_with_superseding_off_every_promotion_keeps_waiting(ledger: Ledger) -> None:
+    svc, tasks = services(ledger, supersede=False), Tasks()
+    old = waiting(svc, tasks, "exec-a", A, minute=0)
+    waiting(svc, tasks, "exec-b", B, minute=5)
+
+    assert ledger.get_approval(old).status == "PENDING"
+    assert tasks.failed == []
+
+
+def test_only_the_same_repository_and_stage_is_superseded(ledger: Ledger) -> None:
+    svc, tasks = services(ledger), Tasks()
+    prod = waiting(svc, tasks, "exec-a", A, minute=0, stage="PROD")
+    other = waiting(svc, tasks, "exec-c", A, minute=1, name="repo-2")
+    waiting(svc, tasks, "exec-b", B, minute=5)
+
+    assert ledger.get_approval(prod).status == "PENDING"
+    assert ledger.get_approval(other).status == "PENDING"
+    assert tasks.failed == []
+
+
+def test_an_older_image_that_asks_after_a_newer_one_is_itself_superseded(
+    ledger: Ledger,
+) -> None:
+    svc, tasks, outbox = services(ledger), Tasks(), Outbox()
+    newer = waiting(svc, tasks, "exec-b", B, minute=5)
+    ledger.start_promotion("exec-a", "repo-1", A, T0)
+
+    with pytest.raises(PromotionSuperseded, match="exec-b"):
+        request_approval(
+            services(ledger, outbox), plan("exec-a", A), "TEST", "token-exec-a", notifier=tasks
+        )
+
+    assert ledger.get_approval(newer).status == "PENDING"
+    assert [a.execution for a in ledger.list_approvals()] == ["exec-b"]
+    assert outbox.sent == []  # nothing published for the older image
+
+
+def test_a_decision_that_came_first_wins_and_the_promotion_goes_on(ledger: Ledger) -> None:
+    svc, tasks = services(ledger), Tasks()
+    old = waiting(svc, tasks, "exec-a", A, minute=0)
+    approval = ledger.get_approval(old)
+    decide(
+        ledger,
+        tasks_ok := _Resumed(),
+        old,
+        "APPROVED",
+        "ana",
+        None,
+        csrf=csrf_token(approval),
+        source_ip=None,
+        user_agent=None,
+        now=T0,
+    )
+    waiting(svc, tasks, "exec-b", B, minute=5)
+
+    assert ledger.get_approval(old).status == "APPROVED"
+    assert tasks.failed == []
+    assert len(tasks_ok.resumed) == 1
+
+
+def test_a_decision_after_superseding_is_refused_and_changes_nothing(ledger: Ledger) -> None:
+    svc, tasks = services(ledger), Tasks()
+    old = waiting(svc, tasks, "exec-a", A, minute=0)
+    waiting(svc, tasks, "exec-b", B, minute=5)
+    approval = ledger.get_approval(old)
+
+    resumed = _Resumed()
+    with pytest.raises(ApprovalSuperseded):
+        decide(
+            ledger,
+            resumed,
+            old,
+            "APPROVED",
+            "ana",
+            None,
+            csrf=csrf_token(approval),
+            source_ip=None,
+            user_agent=None,
+            now=T0,
+        )
+    assert resumed.resumed == []
+    assert ledger.get_approval(old).status == "SUPERSEDED"
+
+
+def test_superseding_twice_has_exactly_one_winner(ledger: Ledger) -> None:
+    svc, tasks = services(ledger), Tasks()
+    old = waiting(svc, tasks, "exec-a", A, minute=0, stage="PROD")
+
+    first = ledger.supersede(old, by_execution="exec-b", by_digest=B, now=T0)
+    second = ledger.supersede(old, by_execution="exec-c", by_digest=B, now=T0)
+
+    assert first is not None
+    assert first.superseded_by == "exec-b"
+    assert second is None
+    assert ledger.get_approval(old).superseded_by == "exec-b"
+
+
+def test_a_task_that_cannot_be_failed_leaves_the_older_approval_waiting(ledger: Ledger) -> None:
+    svc = services(ledger)
+    old = waiting(svc, Tasks(), "exec-a", A, minute=0)
+    waiting(svc, Tasks(error=RuntimeError("Step Functions unreachable")), "exec-b", B, minute=5)
+
+    assert ledger.get_approval(old).status == "PENDING"
+
+
+def test_a_task_already_gone_stays_superseded(ledger: Ledger) -> None:
+    svc = services(ledger)
+    old = waiting(svc, Tasks(), "exec-a", A, minute=0)
+    waiting(svc, Tasks(error=TaskTokenInvalid("TaskTimedOut")), "exec-b", B, minute=5)
+
+    assert ledger.get_approval(old).status == "SUPERSEDED"
+
+
+@dataclass
+class _Resumed:
+    resumed: list[str] = field(default_factory=list)
+
+    def send_success(self, token: str, output: dict[str, Any]) -> None:
+        self.resumed.append(token)
+
+    def send_failure(self, token: str, error: str, cause: str) -> None:
+        raise AssertionError("not rejected")
+
+
+# ------------------------------------------------------------ the approval page
+
+
+def test_the_link_of_a_superseded_approval_says_by_which_promotion(ledger: Ledger) -> None:
+    svc, tasks = services(ledger), Tasks()
+    old = waiting(svc, tasks, "exec-a", A, minute=0)
+    waiting(svc, tasks, "exec-b", B, minute=5)
+
+    status, html = approval_site.show(ledger, old, now=T0)
+
+    assert status == 410
+    assert "superseded" in html.lower()
+    assert "exec-b" in html
+    assert B in html
+    assert 'name="csrf"' not in html  # no form to decide with
+
+    body = f"decision=approve&approver=ana&csrf={csrf_token(ledger.get_approval(old))}"
+    posted, page = approval_site.submit(
+        ledger, _Resumed(), old, body, source_ip=None, user_agent=None, now=T0
+    )
+    assert posted == 410
+    assert "exec-b" in page
+
+
+# --------------------------------------------------------------- the outcome
+
+
+def test_a_superseded_promotion_is_recorded_and_notified_as_superseded(ledger: Ledger) -> None:
+    outbox = Outbox()
+    svc = services(ledger, outbox)
+    ledger.start_promotion("exec-a", "repo-1", A, T0)
+    failure = {
+        "error": "PromotionSuperseded",
+        "cause": "TEST approval superseded by exec-b (" + B + ")",
+        "outcome": "SUPERSEDED",
+    }
+    details = {"plan": plan("exec-a", A).model_dump(mode="json")}
+
+    finish(svc, "PROMOTION", "exec-a", "SUPERSEDED", details, failure)
+
+    promotion = ledger.get_promotion("exec-a")
+    assert promotion.outcome == "SUPERSEDED"
+    assert promotion.reason is not None
+    assert "exec-b" in promotion.reason
+    [(topic, subject, message)] = outbox.sent
+    assert topic == "notifications"
+    assert "superseded" in subject
+    assert "SUPERSEDED" in message
+    assert "exec-b" in message
+
+
+# ------------------------------------------------------------ already promoted
+
+
+@pytest.mark.parametrize(
+    ("test_now", "prod_now", "expected"),
+    [
+        (None, None, None),
+        (ImageRef(digest=B, version="v0.2"), ImageRef(digest=B, version="v0.2"), None),
+        (ImageRef(digest=A, version="v0.1"), ImageRef(digest=A, version="v0.1"), "PROD"),
+        (ImageRef(digest=B, version="v0.2"), ImageRef(digest=A, version="v0.1"), "PROD"),
+        (ImageRef(digest=A, version="v0.3"), ImageRef(digest=B, version="v0.2"), "TEST"),
+        (ImageRef(digest=A), None, "TEST"),
+    ],
+)
+def test_a_digest_a_stage_runs_now_is_already_promoted(
+    test_now: ImageRef | None, prod_now: ImageRef | None, expected: str | None
+) -> None:
+    assert already_promoted(A, test_now, prod_now) == expected
+
+
+# ------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", True), ("true", True), ("false", False)])
+def test_superseding_is_on_unless_the_parameter_turns_it_off(raw: str, expected: bool) -> None:
+    settings = Settings.from_env({"REPOSITORIES": "repo-1", "SUPERSEDE_WAITING_PROMOTIONS": raw})
+    assert settings.supersede_waiting_promotions is expected
+
+
+def test_a_bad_supersede_setting_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="SUPERSEDE_WAITING_PROMOTIONS"):
+        Settings.from_env({"SUPERSEDE_WAITING_PROMOTIONS": "maybe"})
