@@ -52,7 +52,8 @@ def test_pipeline_mode_deploys_a_rule_and_a_pipeline_per_repository(aws: LocalAw
     params = {"Repositories": "repo-a,repo-b", "TestConfig": json.dumps(TESTS)}
     deployment = deploy(aws, PROJECT, parameters=params)
 
-    assert {r.pipeline for r in deployment.rules.values()} == {
+    assert not [r for r in deployment.rules.values() if r.state_machine_arn]
+    assert {r.pipeline for r in deployment.rules.values() if r.pipeline} == {
         "image-cicd-repo-a",
         "image-cicd-repo-b",
     }
@@ -73,7 +74,8 @@ def test_direct_mode_deploys_one_rule_that_targets_the_state_machine(aws: LocalA
     deployment = deploy(aws, PROJECT, parameters=params)
 
     assert deployment.pipelines == {}
-    (rule,) = deployment.rules.values()
+    assert not [r for r in deployment.rules.values() if r.pipeline]
+    (rule,) = [r for r in deployment.rules.values() if r.state_machine_arn]
     assert rule.state_machine_arn.endswith(":stateMachine:image-cicd-promotion")
     assert rule.event_pattern["detail"]["repository-name"] == [{"prefix": "ecr-dev/"}]
     assert "ArtifactBucketName" not in deployment.outputs
