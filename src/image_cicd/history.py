@@ -154,13 +154,14 @@ def view(sfn: Any, execution_arn: str, definition: dict[str, Any] | None = None)
     events = _events(sfn, execution_arn)
     states, path = states_of(definition, events, desc["status"])
     output = desc.get("output")
+    given = json.loads(desc.get("input") or "{}")  # any JSON: a start may pass [] or "x"
     return ExecutionView(
         name=desc["name"],
         arn=execution_arn,
         status=desc["status"],
         started=desc.get("startDate"),
         stopped=desc.get("stopDate"),
-        input=json.loads(desc.get("input") or "{}"),
+        input=given if isinstance(given, dict) else {},
         output=json.loads(output) if output else None,
         error=desc.get("error"),
         cause=desc.get("cause"),

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from image_cicd.local.lambda_runtime import DEFAULT_REGION, FunctionSpec
-from image_cicd.local.moto_main import FUNCTIONS_FILE, FunctionRegistry
+from image_cicd.local.moto_main import EVENTS_SECRET_ENV, FUNCTIONS_FILE, FunctionRegistry
 
 DEFAULT_ROLE_NAME = "image-cicd-local-lambda"
 _LAMBDA_TRUST_POLICY = {
@@ -58,6 +58,8 @@ class LocalAws:
         python: str = sys.executable,
         startup_timeout: float = 60.0,
         verbose: bool = False,
+        events_url: str | None = None,
+        events_secret: str = "",
     ) -> None:
         self._own_state_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="image-cicd-aws-")).resolve()
@@ -67,6 +69,8 @@ class LocalAws:
         self.python = python
         self.startup_timeout = startup_timeout
         self.verbose = verbose
+        self.events_url = events_url  # receives Step Functions' EventBridge events
+        self.events_secret = events_secret  # sent with each, as the stack's hook header
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._specs: dict[str, FunctionSpec] = {}
@@ -130,6 +134,8 @@ class LocalAws:
         ]
         if self.verbose:
             cmd.append("--verbose")
+        if self.events_url:
+            cmd += ["--events-url", self.events_url]
         env = dict(os.environ)
         env.pop("MOTO_PORT", None)
         env.update(
@@ -140,6 +146,8 @@ class LocalAws:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.events_secret:
+            env[EVENTS_SECRET_ENV] = self.events_secret
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 cmd,

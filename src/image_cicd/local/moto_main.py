@@ -6,6 +6,8 @@ ASL interpreter and moto's Docker-free Lambda backend, and replaces that backend
 the Lambda Invoke API or from a state machine Task - with the local Lambda runtime.
 Each function's local spec (code directory, layers, environment, timeout) is read by
 name from a JSON file that the parent rewrites (atomically) whenever it registers one.
+Step Functions is made to answer as AWS does where moto's interpreter does not
+(:mod:`image_cicd.local.moto_stepfunctions`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from image_cicd.local import moto_stepfunctions
 from image_cicd.local.lambda_runtime import FunctionSpec, InvokeResult, LocalLambdaRuntime
 
 FUNCTIONS_FILE = "functions.json"
 NOT_REGISTERED_ERROR = "Local.FunctionNotRegistered"
+EVENTS_SECRET_ENV = "IMAGE_CICD_EVENTS_SECRET"  # noqa: S105 - a variable's name
+EVENTS_SECRET_HEADER = "X-Image-Cicd-Hook"  # noqa: S105 - image_cicd.local.server.HOOK_HEADER
 
 
 class FunctionRegistry:
@@ -130,6 +135,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ready-file", type=Path, required=True)
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when it exits")
+    parser.add_argument(
+        "--events-url", help="where to POST the EventBridge events of Step Functions executions"
+    )
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -159,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         endpoint_url=endpoint_url, region=args.region, log_dir=state_dir / "logs"
     ).start()  # its zygote warms up while functions are being deployed
     install(FunctionRegistry(state_dir / FUNCTIONS_FILE), runtime)
+    # The stack's webhook secret comes in the environment (not on the command line).
+    secret = os.environ.pop(EVENTS_SECRET_ENV, "")
+    moto_stepfunctions.install(args.events_url, {EVENTS_SECRET_HEADER: secret} if secret else {})
 
     def shutdown(signum: int = 0, frame: FrameType | None = None) -> None:
         runtime.kill_all()
