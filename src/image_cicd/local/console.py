@@ -405,11 +405,11 @@ class Console:
                 )
             )
         for item in self._list(self.target.rollback_arn):
+            data = self._input(item["executionArn"])
             desc = self._sfn().describe_execution(executionArn=item["executionArn"])
             output = json.loads(desc.get("output") or "{}").get("rollback") or {}
             versions = (
                 f"{output.get('from')} → {output.get('to')}"
-            data = self._input(item["executionArn"])
                 if output.get("from")
                 else (f"to {data['to']}" if data.get("to") else "to the previous version")
             )
