@@ -20,7 +20,13 @@ from image_cicd.models import CheckResult, TestResults
 from image_cicd.plan import ImageFacts, Plan
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.media import OCI_MANIFEST, Descriptor
-from image_cicd.workflow import Services, finish, outcome_message, request_approval
+from image_cicd.workflow import (
+    Services,
+    execution_ended,
+    finish,
+    outcome_message,
+    request_approval,
+)
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAf-secret-task-token-0123456789"
@@ -461,3 +467,69 @@ def test_given_an_expired_promotion_when_finished_then_its_waiting_approval_is_e
 
     assert ledger.get_approval(mine).status == "EXPIRED"
     assert ledger.get_approval(other).status == "PENDING"
+
+
+# ------------------------------------------------------ an end without Notify
+
+
+def test_given_a_stopped_promotion_when_its_end_arrives_then_it_is_aborted_and_its_approval_expired(
+    ledger: Ledger,
+) -> None:
+    outbox = Outbox()
+    ledger.start_promotion("exec-1", "repo-1", DIGEST, T0)
+    request_approval(
+        services(ledger, outbox, {}), make_plan(), "TEST", TOKEN, now=T0, notifier=NO_TASKS
+    )
+
+    sent = execution_ended(
+        services(ledger, outbox), "exec-1", "ABORTED", "Operator.Stop", "stopped by hand"
+    )
+
+    promotion = ledger.get_promotion("exec-1")
+    assert (promotion.outcome, promotion.reason) == ("ABORTED", "Operator.Stop: stopped by hand")
+    assert [a.status for a in ledger.list_approvals() if a.execution == "exec-1"] == ["EXPIRED"]
+    assert sent is not None
+    assert sent["subject"] == "image-cicd: promotion aborted (repo-1)"
+    assert f"Image: ecr-dev/repo-1@{DIGEST}" in sent["message"]
+    assert outbox.sent[-1] == (NOTIFICATIONS, sent["subject"], sent["message"])
+
+
+def test_given_a_timed_out_promotion_without_an_error_then_the_reason_names_the_timeout(
+    ledger: Ledger,
+) -> None:
+    ledger.start_promotion("exec-1", "repo-1", DIGEST, T0)
+
+    execution_ended(services(ledger, Outbox()), "exec-1", "TIMED_OUT", None, None)
+
+    promotion = ledger.get_promotion("exec-1")
+    assert (promotion.outcome, promotion.reason) == ("TIMED_OUT", "ExecutionTimedOut: ")
+
+
+def test_given_a_promotion_the_workflow_finished_then_its_end_changes_nothing(
+    ledger: Ledger,
+) -> None:
+    outbox = Outbox()
+    ledger.start_promotion("exec-1", "repo-1", DIGEST, T0)
+    failure = {"error": "ApprovalRejected", "cause": "TEST rejected by cy"}
+    finish(services(ledger, outbox), "PROMOTION", "exec-1", "REJECTED", {"plan": PLAN}, failure)
+
+    sent = execution_ended(services(ledger, outbox), "exec-1", "FAILED", "ApprovalRejected", "x")
+
+    assert sent is None
+    assert ledger.get_promotion("exec-1").outcome == "REJECTED"
+    assert len(outbox.sent) == 1  # the workflow's own notification only
+
+
+def test_given_an_unrecorded_execution_then_a_stop_is_told_and_a_failure_is_not(
+    ledger: Ledger,
+) -> None:
+    outbox = Outbox()
+
+    failed = execution_ended(services(ledger, outbox), "exec-9", "FAILED", "BadInput", "no")
+    stopped = execution_ended(services(ledger, outbox), "exec-9", "ABORTED", None, None)
+
+    assert failed is None  # its failure path notified already
+    assert stopped is not None
+    assert [subject for _, subject, _ in outbox.sent] == ["image-cicd: promotion aborted"]
+    with pytest.raises(PromotionNotFound):
+        ledger.get_promotion("exec-9")
