@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -419,8 +420,11 @@ def _print_endpoints(info: Any) -> None:
     out.print(f"  console      {info.console_url}")
     out.print(f"  approvals    {info.outputs.get('ApprovalBaseUrl', '')}approvals/<id>")
     out.print(f"  registry     {info.registry_url}   (push to {info.registry_host}/ecr-dev/<repo>)")
-    out.print(f"  AWS endpoint {info.aws_endpoint}   (AWS_ENDPOINT_URL for the aws CLI / boto3)")
+    out.print(f"  AWS endpoint {info.aws_endpoint}")
     out.print(f"  state        {info.state_dir}")
+    out.print("For the aws CLI and boto3 in a shell:")
+    for name, value in info.environment.items():
+        click.echo(f"export {name}={shlex.quote(value)}")
 
 
 @local.command("down")
@@ -442,7 +446,8 @@ def local_status(ctx: Context, as_json: bool) -> None:
 
     info = running_stack(ctx.state_dir)
     if as_json:
-        click.echo(json.dumps({"running": info is not None, **(info.__dict__ if info else {})}))
+        fields = {**info.__dict__, "environment": info.environment} if info else {}
+        click.echo(json.dumps({"running": info is not None, **fields}))
     elif info is None:
         click.echo("no local stack is running")
     else:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parents[3]
 STATE_FILE = "stack.json"
+LOCAL_CREDENTIALS = ("local", "local")  # access key id, secret: moto accepts any
 
 
 def default_state_dir() -> Path:
@@ -55,6 +56,17 @@ class StackInfo:
     @property
     def registry_host(self) -> str:
         return self.registry_url.split("://", 1)[1]
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What an AWS CLI or SDK needs to reach this stack (moto accepts any key)."""
+        return {
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS[0],
+            "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS[1],
+        }
 
 
 def _alive(pid: int) -> bool:
@@ -244,10 +256,9 @@ def target(info: StackInfo) -> Target:
     """The running embedded stack as a `Target` (same outputs as CloudFormation's)."""
     import boto3
 
+    key_id, secret = LOCAL_CREDENTIALS
     session = boto3.session.Session(
-        aws_access_key_id="local",
-        aws_secret_access_key="local",  # noqa: S106 - moto accepts any
-        region_name=REGION,
+        aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=REGION
     )
 
     def client(service: str) -> Any:
