@@ -26,7 +26,7 @@ from image_cicd.versions import VersionScheme, read_stage
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    params = {"Repositories": "repo-1,repo-2,repo-3,repo-4"}
+    params = {"Repositories": "repo-1,repo-2,repo-3,repo-4,repo-5"}
     with LocalStack(tmp_path_factory.mktemp("e2e"), parameters=params) as running:
         yield running
 
@@ -175,34 +175,82 @@ def test_only_a_dev_push_of_the_trigger_tag_starts_the_pipeline(
     ok(stack, "approve", execution, "--reject", "--as", "test")
 
 
-def test_two_quick_pushes_run_one_after_the_other(stack: LocalStack, t: Target) -> None:
+def test_a_push_starts_at_once_and_supersedes_the_older_image_waiting_for_test(
+    stack: LocalStack, t: Target
+) -> None:
     before = run_count(stack)
     first, second = build_image(layers=1, layer_size=500), build_image(layers=1, layer_size=501)
     push_image(t.registry, "ecr-dev/repo-4", first, tags=["latest"])
-    push_image(t.registry, "ecr-dev/repo-4", second, tags=["latest"])
-    assert stack.runner is not None
-    deadline = time.monotonic() + 120
-    while run_count(stack) < before + 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    one, two = stack.runner.runs[before : before + 2]
-
     [name_one] = wait_runs(stack, before + 1)[before:]
-    wait_show(stack, name_one, "waiting")
-    assert not two.execution_arn, "the second run started while the first was running"
-    assert two.status == "QUEUED"
+    link_one = wait_show(stack, name_one, "waiting")["approval_link"]
 
-    ok(stack, "approve", name_one, "--reject", "--as", "test")
-    ended = wait_show(stack, name_one, "ended")
+    push_image(t.registry, "ecr-dev/repo-4", second, tags=["latest"])
+
     [_, name_two] = wait_runs(stack, before + 2)[before:]
+    shown_two = wait_show(stack, name_two, "waiting")
+    assert shown_two["status"] == "RUNNING"
+    assert shown_two["approval_link"] != link_one
+    ended = wait_show(stack, name_one, "ended")
+    assert (ended["status"], ended["error"]) == ("FAILED", "PromotionSuperseded")
     sfn = t.client("stepfunctions")
+    assert stack.runner is not None
+    one, two = stack.runner.runs[before : before + 2]
     first_desc = sfn.describe_execution(executionArn=one.execution_arn)
     second_desc = sfn.describe_execution(executionArn=two.execution_arn)
-    assert ended["status"] == "FAILED"
-    assert second_desc["startDate"] >= first_desc["stopDate"]
+    assert second_desc["startDate"] < first_desc["stopDate"]  # not queued behind the first
     inputs = [json.loads(d["input"])["ImageDigest"] for d in (first_desc, second_desc)]
     assert inputs == [first.digest, second.digest]  # each run pinned its own digest
-    wait_show(stack, name_two, "waiting")
+
+    promotion = t.ledger.get_promotion(name_one)
+    assert promotion.outcome == "SUPERSEDED"
+    assert name_two in (promotion.reason or "")
+    [note] = [
+        m for m in stack.inbox.messages() if f"Promotion {name_one}: SUPERSEDED" in m["message"]
+    ]
+    assert name_two in note["message"]
+    page = requests.get(link_one, timeout=30)
+    assert page.status_code == 410
+    assert "Superseded by a newer image" in page.text
+    assert name_two in page.text
+    assert second.digest in page.text
+    console = requests.get(stack.info.console_url, timeout=30).text
+    row = console.split(f'data-execution="{name_one}"', 1)[1].split("</tr>", 1)[0]
+    assert "superseded" in row
+    assert t.registry.list_tags("ecr-test/repo-4") == []  # the first image copied nothing
+
     ok(stack, "approve", name_two, "--reject", "--as", "test")
+    assert wait_show(stack, name_two, "ended")["error"] == "ApprovalRejected"
+
+
+def test_pushing_an_image_prod_already_runs_ends_as_already_promoted(
+    stack: LocalStack, t: Target
+) -> None:
+    image = build_image(layers=1, layer_size=700)
+    before = run_count(stack)
+    push_image(t.registry, "ecr-dev/repo-5", image, tags=["latest"])
+    [execution] = wait_runs(stack, before + 1)[before:]
+    for _stage in ("TEST", "PROD"):
+        wait_show(stack, execution, "waiting")
+        ok(stack, "approve", execution, "--as", "ana")
+    assert wait_show(stack, execution, "ended")["status"] == "SUCCEEDED"
+    asked = len(t.ledger.list_approvals())
+
+    push_image(t.registry, "ecr-dev/repo-5", image, tags=["latest"])  # the same image again
+
+    [_, again] = wait_runs(stack, before + 2)[before:]
+    shown = wait_show(stack, again, "ended")
+    assert shown["status"] == "SUCCEEDED"
+    assert shown["approval_link"] is None
+    states = {s["name"]: s["status"] for s in shown["states"]}
+    assert states["Already promoted"] == "succeeded"
+    assert len(t.ledger.list_approvals()) == asked  # nobody was asked
+    promotion = t.ledger.get_promotion(again)
+    assert promotion.outcome == "ALREADY_PROMOTED"
+    assert promotion.reason == f"PROD already runs {image.digest} as v0.1"
+    assert not [m for m in stack.inbox.messages() if again in m["message"]]
+    assert read_stage(t.registry, "ecr-prod/repo-5", VersionScheme()).versions == {
+        "v0.1": image.digest
+    }
 
 
 def test_status_and_a_second_up(stack: LocalStack) -> None:
@@ -287,3 +335,44 @@ def test_the_stack_server_answers_only_its_own_host_and_no_browser_feeds_events(
     assert forged.status_code == 403
     assert run_count(stack) == before
     assert requests.get(url, timeout=30).status_code == 200
+
+
+def test_a_forged_registry_delivery_promotes_nothing(stack: LocalStack, t: Target) -> None:
+    # Given a DEV image that was only ever tagged feature-x
+    before = run_count(stack)
+    image = build_image(layers=1, layer_size=1002)
+    push_image(t.registry, "ecr-dev/repo-3", image, tags=["feature-x"])
+    forged = {
+        "events": [
+            {
+                "id": "forged-1",
+                "timestamp": "2026-12-01T00:00:00Z",
+                "action": "push",
+                "target": {
+                    "mediaType": image.manifest.media_type,
+                    "digest": image.digest,
+                    "size": len(image.manifest.data),
+                    "repository": "ecr-dev/repo-3",
+                    "tag": "latest",
+                },
+            }
+        ]
+    }
+
+    # When someone on this machine posts a push of it as `latest` (without the secret
+    # the registry's own deliveries carry)
+    forgery = requests.post(f"{stack.info.console_url}_events/registry", json=forged, timeout=30)
+
+    # Then it is refused and starts nothing; the registry's real deliveries still do
+    assert forgery.status_code == 401
+    control = build_image(layers=1, layer_size=1003)
+    push_image(t.registry, "ecr-dev/repo-3", control, tags=["latest"])
+    [execution] = wait_runs(stack, before + 1)[before:]
+    time.sleep(0.5)
+    assert run_count(stack) == before + 1
+    assert stack.runner is not None
+    run = stack.runner.runs[before]
+    detail = stack.state_dir / "pipelines" / run.pipeline / run.run_id / "imageDetail.json"
+    assert json.loads(detail.read_text())["ImageDigest"] == control.digest
+    wait_show(stack, execution, "waiting")
+    ok(stack, "approve", execution, "--reject", "--as", "test")

@@ -93,10 +93,10 @@ pre { background:#f6f8fb; border:1px solid var(--line); border-radius:6px; paddi
   overflow:auto; max-height:420px; white-space:pre-wrap; overflow-wrap:anywhere; margin:4px 0 0; }
 .badge { display:inline-block; padding:1px 9px; border-radius:999px; font-size:12px;
   font-weight:600; border:1px solid currentColor; white-space:nowrap; }
-.s-SUCCEEDED, .s-succeeded, .s-APPROVED { color:var(--ok); }
+.s-SUCCEEDED, .s-succeeded, .s-APPROVED, .s-ALREADY_PROMOTED { color:var(--ok); }
 .s-FAILED, .s-TIMED_OUT, .s-ABORTED, .s-failed, .s-REJECTED { color:var(--bad); }
 .s-RUNNING, .s-running { color:var(--run); }
-.s-waiting, .s-PENDING, .s-EXPIRED, .s-caught { color:var(--warn); }
+.s-waiting, .s-PENDING, .s-EXPIRED, .s-SUPERSEDED, .s-caught { color:var(--warn); }
 .s-not-reached { color:var(--muted); }
 .muted { color:var(--muted); }
 .filters { display:flex; gap:12px; align-items:end; flex-wrap:wrap; margin-bottom:14px; }
@@ -214,6 +214,7 @@ class _Row:
     started: datetime | None
     stopped: datetime | None
     waiting: str | None = None  # the stage whose approval it waits for
+    outcome: str | None = None  # the ledger's SUPERSEDED or ALREADY_PROMOTED
 
 
 class Console:
@@ -402,6 +403,10 @@ class Console:
                     item.get("startDate"),
                     item.get("stopDate"),
                     approval.stage if approval and item["status"] == "RUNNING" else None,
+                    promotion.outcome
+                    if promotion is not None
+                    and promotion.outcome in ("SUPERSEDED", "ALREADY_PROMOTED")
+                    else None,
                 )
             )
         for item in self._list(self.target.rollback_arn):
@@ -475,6 +480,9 @@ class Console:
                 if r.waiting
                 else ""
             )
+            if r.outcome:
+                label = "superseded" if r.outcome == "SUPERSEDED" else "already promoted"
+                waiting += f" {_badge(r.outcome, label)}"
             body_rows.append(
                 f'<tr data-execution="{_e(r.name)}" data-status="{_e(r.status)}" '
                 f'data-repository="{_e(r.repository)}">'
@@ -777,7 +785,8 @@ class Console:
             f'data-decision="{_e(a.status)}">'
             f"<td>{_e(a.stage)}</td><td><code>{_e(a.target_repository)}</code></td>"
             f'<td><code title="{_e(a.digest)}">{_e(_short(a.digest))}</code></td>'
-            f"<td>{_badge(a.status)}</td><td>{_e(a.decided_by or '')}</td>"
+            f"<td>{_badge(a.status)}</td>"
+            f"<td>{_e(a.decided_by or (f'by {a.superseded_by}' if a.superseded_by else ''))}</td>"
             f'<td class="comment">{_e(a.comment or "")}</td>'
             f"<td>{_e(_time(a.decided_at or a.expires_at))}</td>"
             f'<td><a href="{_e(self._execution_url(a.execution))}">execution</a></td></tr>'
