@@ -46,7 +46,12 @@ def test_local_resources_equal_the_templates_supported_resources(aws: LocalAws) 
     assert machines == {"image-cicd-promotion", "image-cicd-rollback"}
     functions = {f["FunctionName"] for f in aws.client("lambda").list_functions()["Functions"]}
     assert functions == set(deployment.functions.values())
-    assert len(functions) == 8
+    assert len(functions) == 9
+    ended = deployment.rules["ExecutionEndedRule"]
+    assert ended.function == "image-cicd-ExecutionEndedFunction"
+    assert ended.event_pattern["detail"]["stateMachineArn"] == [
+        deployment.state_machines["PromotionStateMachine"]
+    ]
     assert aws.client("dynamodb").list_tables()["TableNames"] == ["image-cicd-LedgerTable"]
     subs = aws.client("sns").list_subscriptions()["Subscriptions"]
     assert [(s["Protocol"], s["Endpoint"]) for s in subs] == [("email", "ops@example.com")]
