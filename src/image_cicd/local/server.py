@@ -6,6 +6,8 @@
 - `/_events/registry`: the registry's notification webhook (the trigger path).
 - `/_events/sns`: SNS `http` deliveries of the approvals and notifications topics,
   kept in the local inbox.
+- `/_events/aws`: EventBridge events of the local AWS services (Step Functions'
+  execution status changes, from the moto server), routed to the template's rules.
 - everything else: the local console, when one is attached.
 """
 
@@ -143,11 +145,13 @@ class StackServer:
         inbox: Inbox,
         on_registry_event: Callable[[dict[str, Any]], None],
         port: int = 0,
+        on_aws_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.lambda_client = lambda_client
         self.routes = routes
         self.inbox = inbox
         self.on_registry_event = on_registry_event
+        self.on_aws_event = on_aws_event  # EventBridge events of the local AWS services
         self.extra: list[tuple[str, Handler]] = []  # (path prefix, handler): the console
         self._httpd = _Listener(("127.0.0.1", port), self._handler_class())
         self._thread: threading.Thread | None = None
@@ -205,6 +209,15 @@ class StackServer:
             return Reply(200)
         if req.path == "/_events/sns":
             return self._sns(req)
+        if req.path == "/_events/aws" and self.on_aws_event is not None:
+            try:
+                event = json.loads(req.body or b"{}")
+            except ValueError:
+                return Reply(400, "not JSON", {"Content-Type": "text/plain"})
+            if not isinstance(event, dict) or not isinstance(event.get("detail"), dict):
+                return Reply(400, "not an event", {"Content-Type": "text/plain"})
+            self.on_aws_event(event)
+            return Reply(200)
         return Reply(404, "not found", {"Content-Type": "text/plain"})
 
     def _sns(self, req: Request) -> Reply:

@@ -22,7 +22,7 @@ from image_cicd.local.console import Console
 from image_cicd.local.deployer import REGION, Deployment, deploy
 from image_cicd.local.registry import NotificationEndpoint, RegistryServer
 from image_cicd.local.server import Inbox, StackServer
-from image_cicd.local.trigger import PipelineRun, PipelineRunner
+from image_cicd.local.trigger import PipelineRun, PipelineRunner, deliver
 from image_cicd.registry.client import RegistryClient
 from image_cicd.target import Target
 
@@ -145,6 +145,7 @@ class LocalStack:
             inbox=self.inbox,
             on_registry_event=self._registry_event,
             port=http_port,
+            on_aws_event=self._aws_event,
         )
         self.server.start()
         self.registry = RegistryServer(
@@ -160,7 +161,9 @@ class LocalStack:
                 )
             ],
         ).start()
-        self.aws = LocalAws(self.state_dir / "aws", port=aws_port).start()
+        self.aws = LocalAws(
+            self.state_dir / "aws", port=aws_port, events_url=f"{self.server.url}/_events/aws"
+        ).start()
         # The functions reach the registry as `registry_front` (given the registry's URL)
         # says: a proxy in front of it, such as the tests' ECR-flavoured one.
         front = self.registry_front(self.registry.url) if self.registry_front else None
@@ -211,6 +214,10 @@ class LocalStack:
     def _registry_event(self, notification: dict[str, Any]) -> None:
         if self.runner is not None and self.registry is not None:
             self.runner.notify(notification, self.registry.host)
+
+    def _aws_event(self, event: dict[str, Any]) -> None:
+        if self.deployment is not None and self.aws is not None:
+            deliver(self.deployment.rules.values(), event, self.aws.client("lambda"))
 
     def stop(self) -> None:
         """Stop every part (children included); safe to call twice."""
