@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from image_cicd.local.deployer import Route
-from image_cicd.local.server import MAX_BODY_BYTES, Inbox, Reply, StackServer
+from image_cicd.local.server import HOOK_HEADER, MAX_BODY_BYTES, Inbox, Reply, StackServer
+
+HOOK_SECRET = "s3cret-of-this-stack"
 
 
 class RecordingLambda:
@@ -52,6 +54,8 @@ def served(tmp_path: Path) -> Iterator[tuple[StackServer, RecordingLambda, list[
         ],
         inbox=Inbox(tmp_path / "inbox.jsonl"),
         on_registry_event=registry_events.append,
+        hook_secret=HOOK_SECRET,
+        on_aws_event=registry_events.append,  # one list: either hook's deliveries
     )
     server.mount("/", lambda req: Reply(404, "console"))  # the console answers the rest
     server.start()
@@ -152,7 +156,8 @@ def test_event_hooks_refuse_a_browser_post_whatever_the_header_case(
     body = json.dumps({"events": []}).encode()
     head = (
         f"POST /_events/registry HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-        f"{header}: http://evil.example\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"{header}: http://evil.example\r\n{HOOK_HEADER}: {HOOK_SECRET}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     assert _status(_raw(server.port, head + body)) == 403
     assert registry_events == []
@@ -167,3 +172,43 @@ def test_other_methods_on_an_approval_are_not_allowed(served: Any, method: str) 
     assert answer.status == 405
     assert set(answer.getheader("Allow", "").replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
     assert recorder.events == []
+
+
+HOOKS = ["/_events/registry", "/_events/aws"]
+
+
+def _deliver(port: int, hook: str, body: bytes, headers: dict[str, str]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", hook, body=body, headers={"Host": f"127.0.0.1:{port}", **headers})
+    return conn.getresponse().status
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+@pytest.mark.parametrize("secret", [None, "", "guess", HOOK_SECRET + "x"])
+def test_a_delivery_without_the_stacks_secret_is_refused(
+    served: Any, hook: str, secret: str | None
+) -> None:
+    server, _, delivered = served
+    headers = {} if secret is None else {HOOK_HEADER: secret}
+    body = json.dumps({"events": [{"action": "push"}], "detail": {}}).encode()
+
+    assert _deliver(server.port, hook, body, headers) == 401
+    assert delivered == []
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'"x"', b"null"])
+def test_a_delivery_that_is_not_a_json_object_is_400(served: Any, hook: str, body: bytes) -> None:
+    server, _, delivered = served
+    assert _deliver(server.port, hook, body, {HOOK_HEADER: HOOK_SECRET}) == 400
+    assert delivered == []
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_a_delivery_with_the_secret_is_passed_on(served: Any, hook: str) -> None:
+    server, _, delivered = served
+    notification = {"events": [{"action": "push", "target": {"digest": "sha256:" + "a" * 64}}]}
+
+    body = json.dumps(notification).encode()
+    assert _deliver(server.port, hook, body, {HOOK_HEADER: HOOK_SECRET}) == 200
+    assert delivered == [notification]

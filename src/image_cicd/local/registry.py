@@ -53,6 +53,7 @@ class NotificationEndpoint:
     backoff: str = "1s"
     ignored_actions: tuple[str, ...] = ()
     ignored_media_types: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every delivery
 
 
 _running: weakref.WeakSet[RegistryServer] = weakref.WeakSet()
@@ -159,6 +160,7 @@ class RegistryServer:
                         "timeout": endpoint.timeout,
                         "threshold": endpoint.threshold,
                         "backoff": endpoint.backoff,
+                        "headers": {name: [value] for name, value in endpoint.headers},
                         "ignore": {
                             "actions": list(endpoint.ignored_actions),
                             "mediatypes": list(endpoint.ignored_media_types),

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import logging
 import threading
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # Approval forms and registry/SNS deliveries are a few KiB; nothing the stack serves
 # takes more.
 MAX_BODY_BYTES = 256 * 1024
+HOOK_HEADER = "X-Image-Cicd-Hook"
 
 Handler = Callable[["Request"], "Reply"]
 
@@ -144,6 +146,7 @@ class StackServer:
         routes: list[Route],
         inbox: Inbox,
         on_registry_event: Callable[[dict[str, Any]], None],
+        hook_secret: str,
         port: int = 0,
         on_aws_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
@@ -151,6 +154,7 @@ class StackServer:
         self.routes = routes
         self.inbox = inbox
         self.on_registry_event = on_registry_event
+        self.hook_secret = hook_secret
         self.on_aws_event = on_aws_event  # EventBridge events of the local AWS services
         self.extra: list[tuple[str, Handler]] = []  # (path prefix, handler): the console
         self._httpd = _Listener(("127.0.0.1", port), self._handler_class())
@@ -204,21 +208,25 @@ class StackServer:
         (a browser's cross-site POST carries an Origin header)."""
         if req.method != "POST" or "origin" in req.headers:
             return Reply(403, "forbidden", {"Content-Type": "text/plain"})
-        if req.path == "/_events/registry":
-            self.on_registry_event(json.loads(req.body or b"{}"))
-            return Reply(200)
         if req.path == "/_events/sns":
             return self._sns(req)
-        if req.path == "/_events/aws" and self.on_aws_event is not None:
-            try:
-                event = json.loads(req.body or b"{}")
-            except ValueError:
-                return Reply(400, "not JSON", {"Content-Type": "text/plain"})
-            if not isinstance(event, dict) or not isinstance(event.get("detail"), dict):
-                return Reply(400, "not an event", {"Content-Type": "text/plain"})
-            self.on_aws_event(event)
-            return Reply(200)
-        return Reply(404, "not found", {"Content-Type": "text/plain"})
+        hooks = {"/_events/registry": self.on_registry_event, "/_events/aws": self.on_aws_event}
+        hook = hooks.get(req.path)
+        if hook is None:
+            return Reply(404, "not found", {"Content-Type": "text/plain"})
+        # The registry and the moto server send the stack's secret with each delivery
+        # (the registry's notification `headers`); nothing else on this machine knows it.
+        given = req.headers.get(HOOK_HEADER.lower(), "")
+        if not hmac.compare_digest(given.encode(), self.hook_secret.encode()):
+            return Reply(401, "unauthorized", {"Content-Type": "text/plain"})
+        try:
+            delivered = json.loads(req.body or b"{}")
+        except ValueError:
+            return Reply(400, "not JSON", {"Content-Type": "text/plain"})
+        if not isinstance(delivered, dict):
+            return Reply(400, "not a JSON object", {"Content-Type": "text/plain"})
+        hook(delivered)
+        return Reply(200)
 
     def _sns(self, req: Request) -> Reply:
         body = json.loads(req.body or b"{}")

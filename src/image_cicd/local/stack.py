@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from image_cicd.local.aws import LocalAws
 from image_cicd.local.console import Console
 from image_cicd.local.deployer import REGION, Deployment, deploy
 from image_cicd.local.registry import NotificationEndpoint, RegistryServer
-from image_cicd.local.server import Inbox, StackServer
+from image_cicd.local.server import HOOK_HEADER, Inbox, StackServer
 from image_cicd.local.trigger import PipelineRun, PipelineRunner, deliver
 from image_cicd.registry.client import RegistryClient
 from image_cicd.target import Target
@@ -113,6 +114,7 @@ class LocalStack:
         self.on_run = on_run
         self.registry_front = registry_front
         self._ports = (http_port, registry_port, aws_port)
+        self._hook_secret = secrets.token_urlsafe(32)
         self.server: StackServer | None = None
         self.registry: RegistryServer | None = None
         self.aws: LocalAws | None = None
@@ -144,6 +146,7 @@ class LocalStack:
             routes=[],
             inbox=self.inbox,
             on_registry_event=self._registry_event,
+            hook_secret=self._hook_secret,
             port=http_port,
             on_aws_event=self._aws_event,
         )
@@ -158,11 +161,15 @@ class LocalStack:
                     ignored_actions=("pull",),
                     timeout="5s",
                     backoff="1s",
+                    headers=((HOOK_HEADER, self._hook_secret),),
                 )
             ],
         ).start()
         self.aws = LocalAws(
-            self.state_dir / "aws", port=aws_port, events_url=f"{self.server.url}/_events/aws"
+            self.state_dir / "aws",
+            port=aws_port,
+            events_url=f"{self.server.url}/_events/aws",
+            events_secret=self._hook_secret,
         ).start()
         # The functions reach the registry as `registry_front` (given the registry's URL)
         # says: a proxy in front of it, such as the tests' ECR-flavoured one.
