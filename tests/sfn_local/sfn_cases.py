@@ -3,7 +3,7 @@ small path simulator that walks an ASL definition with a test case's mocked resp
 
 The simulator is not an ASL engine. It follows exactly what the two state machines use
 (Task with Retry/Catch/ResultSelector/ResultPath, Pass with Parameters, Choice on
-StringEquals, Wait, Succeed, Fail with ErrorPath) so that the mock configuration can be
+StringEquals or IsNull, Wait, Succeed, Fail with ErrorPath) so that the mock configuration can be
 checked without Docker: every test case mocks every Task it reaches, mocks nothing it
 does not reach, and ends where :data:`EXPECTED` says. On Docker, test_sfn_local.py runs
 the same test cases on the real Step Functions Local engine.
@@ -46,6 +46,9 @@ EXPECTED: dict[str, dict[str, Outcome]] = {
         "RegistryRetried": Outcome("SUCCEEDED", "Promoted"),
         "NotifyFailureFallback": Outcome("FAILED", "Promotion failed", "ImageNotFound"),
         "NotifySuccessFallback": Outcome("SUCCEEDED", "Promoted"),
+        "AlreadyPromoted": Outcome("SUCCEEDED", "Already promoted"),
+        "TestSuperseded": Outcome("FAILED", "Promotion failed", "PromotionSuperseded"),
+        "ProdSuperseded": Outcome("FAILED", "Promotion failed", "PromotionSuperseded"),
     },
     "Rollback": {
         "RolledBack": Outcome("SUCCEEDED", "Rolled back"),
@@ -93,6 +96,12 @@ class Run:
 
 class SimulationError(AssertionError):
     """The definition and the test case do not fit together."""
+
+
+def _chosen(rule: dict[str, Any], value: Any) -> bool:
+    if "IsNull" in rule:
+        return (value is None) == rule["IsNull"]
+    return bool(value == rule["StringEquals"])
 
 
 class _TaskFailed(Exception):
@@ -216,7 +225,7 @@ def simulate(machine: str, case: str, max_steps: int = 200) -> Run:
         elif kind == "Choice":
             next_name = state.get("Default")
             for rule in state["Choices"]:
-                if read_path(data, rule["Variable"], context) == rule["StringEquals"]:
+                if _chosen(rule, read_path(data, rule["Variable"], context)):
                     next_name = rule["Next"]
                     break
             if next_name is None:

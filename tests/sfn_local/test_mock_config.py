@@ -91,6 +91,7 @@ def test_the_happy_path_runs_the_test_poll_loop() -> None:
     run = simulate("Promotion", "HappyPath")
     assert run.path == [
         "Resolve repository",
+        "Already promoted?",
         "Wait for TEST approval",
         "Copy to TEST",
         "Run tests",
