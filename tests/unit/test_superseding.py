@@ -3,16 +3,11 @@ a digest a stage already runs is "already promoted" (in-process moto DynamoDB)."
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import boto3
 import pytest
-from moto import mock_aws
-from support.ledger_table import create_ledger_table
 
 from image_cicd import approval_site
 from image_cicd.approvals import TaskTokenInvalid, csrf_token, decide
@@ -57,25 +52,6 @@ class Tasks:
         if self.error is not None:
             raise self.error
         self.failed.append((token, error, cause))
-
-
-@pytest.fixture(scope="module")
-def dynamodb() -> Iterator[Any]:
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in {
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-        }.items():
-            env.setenv(name, value)
-        env.delenv("AWS_ENDPOINT_URL", raising=False)
-        with mock_aws():
-            yield boto3.client("dynamodb", region_name="us-east-1")
-
-
-@pytest.fixture
-def ledger(dynamodb: Any) -> Ledger:
-    return Ledger(create_ledger_table(dynamodb, f"ledger-{uuid.uuid4().hex}"), dynamodb)
 
 
 def services(ledger: Ledger, outbox: Outbox | None = None, *, supersede: bool = True) -> Services:

@@ -1,0 +1,35 @@
+"""Fixtures of the unit tests: an in-process moto DynamoDB and a fresh ledger on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from support.ledger_table import create_ledger_table
+
+from image_cicd.ledger import Ledger
+
+
+@pytest.fixture(scope="module")
+def dynamodb() -> Iterator[Any]:
+    """One in-process moto DynamoDB for the module (a client is slow to build)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }.items():
+            env.setenv(name, value)
+        env.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            yield boto3.client("dynamodb", region_name="us-east-1")
+
+
+@pytest.fixture
+def ledger(dynamodb: Any) -> Ledger:
+    """A fresh ledger table per test."""
+    return Ledger(create_ledger_table(dynamodb, f"ledger-{uuid.uuid4().hex}"), dynamodb)
