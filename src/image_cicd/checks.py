@@ -1,7 +1,8 @@
 """Tests of the TEST image: built-in checks, then the repository's own test machine.
 
-Built-in checks read the image through the registry (config blobs, sizes) and, for
-the scan gate, ECR's scan findings. The repository's test state machine is started
+Built-in checks read the image through the registry (the content check streams and
+hashes every blob; the others read configs and sizes) and, for the scan gate, ECR's
+scan findings. The repository's test state machine is started
 and then polled by the promotion state machine (a Wait/Choice loop), which runs on
 AWS and on the local engine alike — `states:startExecution.sync:2` does not run
 locally.
@@ -19,7 +20,7 @@ from image_cicd.errors import ScanInProgress
 from image_cicd.models import CheckResult
 from image_cicd.plan import Plan, StageCopy, TestRun
 from image_cicd.registry.client import RegistryClient
-from image_cicd.registry.copy import read_image
+from image_cicd.registry.copy import Image, read_blobs, read_image
 from image_cicd.registry.media import Descriptor, Manifest
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
@@ -29,6 +30,9 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
 POLL_BACKOFF_RATE = 1.5
 MAX_POLL_SECONDS = 300
 _ROOT_USERS = {"", "root", "0", "0:0", "root:root"}
+# The content check streams this many blobs at once, one 1 MiB chunk each in memory.
+CONTENT_WORKERS = 4
+_FAILURES_SHOWN = 3
 
 
 class ScanFindings(Protocol):
@@ -112,15 +116,10 @@ def builtin_checks(
     """Run every configured check against `repository@digest`; never raises on a
     failed check (it is reported), only on a registry or scan error."""
     image = read_image(registry, repository, digest)
-    results = [
-        CheckResult(
-            name="content",
-            passed=True,
-            detail=(
-                f"{len(image.manifests)} manifest(s), {len(image.blobs)} blob(s), digests verified"
-            ),
-        )
-    ]
+    content = _content_check(registry, repository, image)
+    if not content.passed:  # the other checks would judge bytes that are not the image
+        return [content]
+    results = [content]
     # The runnable images: an index's children except `docker buildx` attestation
     # manifests (platform unknown/unknown), each with its config.
     runnable: list[tuple[str, dict[str, Any]]] = []
@@ -182,6 +181,27 @@ def builtin_checks(
     if config.scan is not None:
         results.append(_scan_check(scans, repository, digest, config))
     return results
+
+
+def _content_check(registry: RegistryClient, repository: str, image: Image) -> CheckResult:
+    """Every manifest (read_image checks each digest) and every blob, streamed and hashed."""
+    read = read_blobs(registry, repository, image, workers=CONTENT_WORKERS)
+    if read.failures:
+        shown = "; ".join(read.failures[:_FAILURES_SHOWN])
+        more = len(read.failures) - _FAILURES_SHOWN
+        return CheckResult(
+            name="content",
+            passed=False,
+            detail=f"{len(read.failures)} of {read.blobs} blob(s) do not match their digest "
+            f"in {repository}: {shown}" + (f"; and {more} more" if more > 0 else ""),
+        )
+    return CheckResult(
+        name="content",
+        passed=True,
+        detail=f"{len(image.manifests)} manifest(s) and {read.blobs} blob(s) "
+        f"({read.bytes:,} bytes) read from the registry and hashed: "
+        "every one matches its digest",
+    )
 
 
 def _scan_check(

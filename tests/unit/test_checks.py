@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -25,6 +26,7 @@ from image_cicd.images import SyntheticImage, build_image
 from image_cicd.models import CheckResult
 from image_cicd.plan import ImageFacts, Plan, StageCopy, TestRun
 from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.errors import BlobUnknown
 from image_cicd.registry.media import Manifest
 
 REPO = "ecr-test/repo-1"
@@ -37,7 +39,7 @@ T0 = 1_767_000_000.0
 
 class FakeRegistry:
     """Serves the manifests and blobs of synthetic images (what read_image and the
-    checks call: get_manifest and get_blob)."""
+    checks call: get_manifest, open_blob and get_blob)."""
 
     host = "registry.example"
 
@@ -59,6 +61,14 @@ class FakeRegistry:
     def get_blob(self, repository: str, digest: str) -> bytes:
         assert repository == self.repository
         return self.blobs[digest]
+
+    @contextmanager
+    def open_blob(self, repository: str, digest: str) -> Iterator[Iterator[bytes]]:
+        assert repository == self.repository
+        if digest not in self.blobs:
+            raise BlobUnknown(f"GET {repository}@{digest}: blob unknown to registry", status=404)
+        data = self.blobs[digest]
+        yield iter([data[:100], data[100:]])
 
 
 class FakeScans:
@@ -142,9 +152,13 @@ def test_given_no_configured_check_then_only_the_content_check_runs() -> None:
 
     results = run_checks(img, RepositoryTests())
 
+    size = sum(b.size for b in img.platforms[0].blobs)
     assert results == [
         CheckResult(
-            name="content", passed=True, detail="1 manifest(s), 4 blob(s), digests verified"
+            name="content",
+            passed=True,
+            detail=f"1 manifest(s) and 4 blob(s) ({size:,} bytes) read from the registry "
+            "and hashed: every one matches its digest",
         )
     ]
 
@@ -154,7 +168,38 @@ def test_given_an_index_then_the_content_check_counts_every_manifest() -> None:
 
     results = run_checks(img, RepositoryTests())
 
-    assert results[0].detail == "3 manifest(s), 4 blob(s), digests verified"
+    assert results[0].detail.startswith("3 manifest(s) and 4 blob(s) (")
+
+
+def test_given_blobs_that_do_not_match_their_digests_then_the_content_check_fails_alone() -> None:
+    img = image(layers=5, labels={"a": "b"})
+    fake = FakeRegistry(REPO, img)
+    layers = [layer.digest for layer in img.platforms[0].layers]
+    for digest in layers:
+        fake.blobs[digest] = fake.blobs[digest][:-1] + b"?"
+    config = RepositoryTests(labels=["a"], non_root=True)
+
+    results = builtin_checks(cast(RegistryClient, fake), REPO, img.digest, config, FakeScans())
+
+    [content] = results
+    assert not content.passed
+    assert content.detail.startswith(f"5 of 6 blob(s) do not match their digest in {REPO}: ")
+    assert [d for d in layers if d in content.detail] == layers[:3]
+    assert content.detail.endswith("; and 2 more")
+
+
+def test_given_a_blob_the_registry_does_not_have_then_the_content_check_names_it() -> None:
+    img = image(layers=2)
+    fake = FakeRegistry(REPO, img)
+    missing = img.platforms[0].layers[0].digest
+    del fake.blobs[missing]
+
+    [content] = builtin_checks(
+        cast(RegistryClient, fake), REPO, img.digest, RepositoryTests(), FakeScans()
+    )
+
+    assert not content.passed
+    assert f"blob {missing}: not in {REPO}" in content.detail
 
 
 def test_given_all_required_platforms_then_the_platform_check_passes() -> None:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import requests
 
 from image_cicd.registry.client import RegistryClient
-from image_cicd.registry.errors import DigestMismatch, RegistryUnavailable
+from image_cicd.registry.errors import BlobUnknown, DigestMismatch, RegistryUnavailable
 from image_cicd.registry.media import Descriptor, Manifest
 
 BlobOutcome = Literal["present", "mounted", "copied"]
@@ -109,6 +109,60 @@ def _verified(
         yield chunk
     if seen < size:
         raise DigestMismatch(f"blob {digest}: source sent {seen} of {size} bytes")
+
+
+@dataclass(frozen=True)
+class BlobsRead:
+    """What `read_blobs` did: every blob of an image streamed and hashed."""
+
+    blobs: int
+    bytes: int  # hashed and matching
+    failures: tuple[str, ...]  # one line per blob that is missing or does not match
+
+
+def read_blobs(
+    client: RegistryClient,
+    repository: str,
+    image: Image,
+    *,
+    workers: int = 4,
+    blob_attempts: int = 3,
+) -> BlobsRead:
+    """Stream every blob of `image` from `repository` and hash it as the copy engine
+    does (`_verified`), in parallel, one chunk per worker in memory.
+
+    A blob whose bytes do not hash to its digest, or that the registry does not have,
+    is a failure to report; a registry that does not answer raises RegistryUnavailable.
+    """
+
+    def one(blob: Descriptor) -> tuple[int, str | None]:
+        for attempt in range(1, blob_attempts + 1):
+            try:
+                with client.open_blob(repository, blob.digest) as chunks:
+                    for _ in _verified(chunks, blob.digest, blob.size, lambda _k, _n: None):
+                        pass
+                return blob.size, None
+            except DigestMismatch as exc:
+                return 0, exc.message
+            except BlobUnknown as exc:
+                return 0, f"blob {blob.digest}: not in {repository} ({exc.message})"
+            except (RegistryUnavailable, requests.RequestException) as exc:
+                if attempt == blob_attempts:
+                    raise RegistryUnavailable(
+                        f"blob {blob.digest} of {repository}: gave up reading it after "
+                        f"{attempt} attempts ({exc})"
+                    ) from exc
+                time.sleep(0.1 * attempt)
+        raise AssertionError("unreachable")
+
+    blobs = image.blobs
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="hash") as pool:
+        outcomes = list(pool.map(one, blobs))
+    return BlobsRead(
+        blobs=len(blobs),
+        bytes=sum(size for size, _ in outcomes),
+        failures=tuple(failure for _, failure in outcomes if failure),
+    )
 
 
 class _Copier:
