@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shlex
 import sys
 from collections.abc import Callable
@@ -40,6 +41,11 @@ def friendly_errors(func: F) -> F:
 
 
 def _known_error(exc: Exception) -> bool:
+    # An AWS endpoint or registry that cannot be reached (moto has died, no network),
+    # or an AWS error answer: the message says which endpoint and what it answered.
+    from botocore.exceptions import BotoCoreError, ClientError
+    from requests.exceptions import ConnectionError as HttpConnectionError
+
     from image_cicd.errors import USER_ERRORS
     from image_cicd.ledger import LedgerError
     from image_cicd.local.aws import LocalAwsError
@@ -50,7 +56,9 @@ def _known_error(exc: Exception) -> bool:
     from image_cicd.target import TargetError
 
     local = (DeployError, LocalAwsError, RegistryStartError, StackRunning)
-    return isinstance(exc, (*USER_ERRORS, LedgerError, OperatorError, TargetError, *local))
+    unreachable = (BotoCoreError, ClientError, HttpConnectionError)
+    known = (*USER_ERRORS, LedgerError, OperatorError, TargetError, *local, *unreachable)
+    return isinstance(exc, known)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -441,21 +449,32 @@ def local_down(ctx: Context) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def local_status(ctx: Context, as_json: bool) -> None:
-    """Exit 0 and show the endpoints while the local stack is up; exit 1 otherwise."""
-    from image_cicd.local.stack import running_stack
+    """Exit 0 and show the endpoints while every part of the local stack answers (its
+    registry, the AWS endpoint, its server); exit 1 and say which is down otherwise."""
+    from image_cicd.local.stack import down_parts, running_stack
 
     info = running_stack(ctx.state_dir)
+    down = down_parts(info) if info else {}
     if as_json:
         fields = {**info.__dict__, "environment": info.environment} if info else {}
-        click.echo(json.dumps({"running": info is not None, **fields}))
+        click.echo(json.dumps({"running": info is not None, "down": down, **fields}))
     elif info is None:
         click.echo("no local stack is running")
+    elif down:
+        click.echo(f"the local stack (pid {info.pid}) is not working:", err=True)
+        for part, why in down.items():
+            click.echo(f"  {part} is down: {why}", err=True)
+        click.echo("stop it with `image-cicd local down` and start it again", err=True)
     else:
         _print_endpoints(info)
-    sys.exit(0 if info else 1)
+    sys.exit(0 if info and not down else 1)
 
 
 # -- images ---------------------------------------------------------------------------
+
+
+# Amazon ECR's quota for one layer (52,000 MiB); other registries take less, none more.
+MAX_LAYER_BYTES = 52_000 * 2**20
 
 
 def _parse_size(text: str) -> int:
@@ -475,7 +494,9 @@ def _parse_size(text: str) -> int:
     try:
         value = float(digits) * units[unit]
     except (ValueError, KeyError):
-        raise click.BadParameter(f"{text!r}: use a size like 200MB, 64KiB or 1000") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{text!r}: use a size like 200MB, 64KiB or 1000")
     if value < 1:
         raise click.BadParameter(f"{text!r}: a layer needs at least one byte")
     return int(value)
@@ -546,10 +567,19 @@ def push(
         image = oci_layout_image(oci_layout)
     else:
         total = _parse_size(size)
+        if total // layers > MAX_LAYER_BYTES:
+            raise click.BadParameter(
+                f"{size!r} in {layers} layer(s) makes layers of {_size(total // layers)}; "
+                f"no registry takes a layer over {_size(MAX_LAYER_BYTES)} (Amazon ECR's limit)",
+                param_hint="--size",
+            )
+        wanted = [p.strip() for p in platforms.split(",") if p.strip()]
+        if not wanted:
+            raise click.BadParameter("name at least one platform", param_hint="--platforms")
         label_map = dict(item.partition("=")[::2] for item in labels)
         image = build_image(
             layer_sizes=[total // layers] * layers,
-            platforms=[p.strip() for p in platforms.split(",") if p.strip()],
+            platforms=wanted,
             labels=label_map,
             user=user,
         )
@@ -585,7 +615,7 @@ def _executions(target: Target, limit: int = 50) -> list[dict[str, Any]]:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @pass_context
 @friendly_errors
 def executions(ctx: Context, as_json: bool, limit: int) -> None:
@@ -608,12 +638,13 @@ def executions(ctx: Context, as_json: bool, limit: int) -> None:
         )
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("execution", "kind", "status", "started", "seconds")
     for r in rows:
         seconds = (r["stopDate"] - r["startDate"]).total_seconds() if r.get("stopDate") else None
         table.add_row(
-            r["name"],
+            Text(r["name"]),
             r["kind"],
             _status_style(r["status"]),
             r["startDate"].strftime("%Y-%m-%d %H:%M:%S"),
@@ -633,7 +664,9 @@ def _status_style(status: str) -> str:
         "running": "yellow",
         "waiting": "cyan",
     }
-    return f"[{colour.get(status, 'dim')}]{status}[/]"
+    from rich.markup import escape
+
+    return f"[{colour.get(status, 'dim')}]{escape(status)}[/]"
 
 
 @main.command()
@@ -671,18 +704,20 @@ def show(ctx: Context, execution: str, as_json: bool) -> None:
             )
         )
         return
+    from rich.markup import escape  # names, errors and causes come from outside: plain text
+
     out = _console()
     out.print(
-        f"[bold]{ex.name}[/]  {_status_style(ex.status)}"
-        + (f"  {ex.error}: {cause_text(ex.cause)}" if ex.error else "")
+        f"[bold]{escape(ex.name)}[/]  {_status_style(ex.status)}"
+        + (f"  {escape(ex.error)}: {escape(cause_text(ex.cause))}" if ex.error else "")
     )
     for name in dict.fromkeys(ex.path):
         state = ex.states[name]
         timing = f"{state.seconds:.1f}s" if state.seconds is not None else ""
-        note = f"  {state.error}" if state.error else ""
-        out.print(f"  {_status_style(state.status):<28} {name}  [dim]{timing}[/]{note}")
+        note = f"  {escape(state.error)}" if state.error else ""
+        out.print(f"  {_status_style(state.status):<28} {escape(name)}  [dim]{timing}[/]{note}")
     if link:
-        out.print(f"\nwaiting for {approval.stage} approval: {link}")  # type: ignore[union-attr]
+        out.print(f"\nwaiting for {approval.stage} approval: {link}", markup=False)  # type: ignore[union-attr]
 
 
 @main.command()

@@ -29,17 +29,33 @@ class OperatorError(Exception):
     pass
 
 
+# What Step Functions answers for an execution that is not there (or not a valid name).
+NO_SUCH_EXECUTION = ("ExecutionDoesNotExist", "InvalidArn", "ValidationException")
+
+
 def execution_arn(target: Target, name_or_arn: str) -> str:
-    """An execution ARN from a name of either state machine (or an ARN)."""
+    """An execution ARN from a name of either state machine (or an ARN) that exists.
+
+    Only "no such execution" answers mean "not this one": an endpoint that cannot be
+    reached raises as it is, so that nobody is told an execution does not exist.
+    """
+    from botocore.exceptions import ClientError
+
+    sfn = target.client("stepfunctions")
     if name_or_arn.startswith("arn:"):
-        return name_or_arn
-    for machine in (target.promotion_arn, target.rollback_arn):
-        base = machine.replace(":stateMachine:", ":execution:")
-        arn = f"{base}:{name_or_arn}"
+        candidates = [name_or_arn]
+    else:
+        machines = (target.promotion_arn, target.rollback_arn)
+        candidates = [
+            f"{m.replace(':stateMachine:', ':execution:')}:{name_or_arn}" for m in machines
+        ]
+    for arn in candidates:
         try:
-            target.client("stepfunctions").describe_execution(executionArn=arn)
-        except Exception:  # noqa: S112 - not this machine's
-            continue
+            sfn.describe_execution(executionArn=arn)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in NO_SUCH_EXECUTION:
+                continue
+            raise
         return arn
     raise OperatorError(f"no execution named {name_or_arn!r} in stack {target.name}")
 

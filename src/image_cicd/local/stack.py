@@ -92,6 +92,48 @@ def running_stack(state_dir: Path | None = None) -> StackInfo | None:
     return info if _alive(info.pid) else None
 
 
+def down_parts(info: StackInfo, timeout: float = 3.0) -> dict[str, str]:
+    """The parts of a running stack that do not answer: part name -> what went wrong.
+
+    The registry must answer its API root (`/v2/`), the AWS endpoint (moto) a Step
+    Functions call, the stack's own server (approvals, console, hooks) any request.
+    """
+    import boto3
+    import requests
+    from botocore.config import Config
+
+    down: dict[str, str] = {}
+    try:
+        answer = requests.get(info.registry_url + "/v2/", timeout=timeout)
+        if answer.status_code not in (200, 401):
+            down["registry"] = f"{info.registry_url}/v2/ answered {answer.status_code}"
+    except requests.RequestException as exc:
+        down["registry"] = f"{info.registry_url} does not answer ({type(exc).__name__})"
+    try:
+        sfn = boto3.client(
+            "stepfunctions",
+            endpoint_url=info.aws_endpoint,
+            region_name=REGION,
+            aws_access_key_id=LOCAL_CREDENTIALS[0],
+            aws_secret_access_key=LOCAL_CREDENTIALS[1],
+            config=Config(
+                connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1}
+            ),
+        )
+        sfn.list_state_machines(maxResults=1)
+    except Exception as exc:  # any failure means the AWS endpoint cannot serve the stack
+        down["moto"] = (
+            f"the AWS endpoint {info.aws_endpoint} does not answer ({type(exc).__name__})"
+        )
+    try:
+        requests.get(info.console_url + "_events/", timeout=timeout)  # any answer will do
+    except requests.RequestException as exc:
+        down["server"] = (
+            f"the stack server {info.console_url} does not answer ({type(exc).__name__})"
+        )
+    return down
+
+
 class LocalStack:
     def __init__(
         self,
