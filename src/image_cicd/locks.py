@@ -1,9 +1,13 @@
 """Per-key lease locks.
 
 ``DynamoDBLocker`` serialises work across processes and machines with a
-conditional write on the ledger table (item ``pk=LOCK#<key>, sk=LOCK``); a holder
-that dies leaves a lease that expires, after which another caller takes over.
-``ThreadLocker`` does the same inside one process without DynamoDB.
+conditional write on the ledger table (item ``pk=LOCK#<key>, sk=LOCK``). The lease
+is short (``lease_seconds``) and a heartbeat thread renews it every
+``heartbeat_seconds`` while the holder works, so a lock is held for as long as its
+holder lives, and a holder that dies (a killed Lambda sandbox, a lost machine)
+leaves a lease that expires within ``lease_seconds``, after which another caller
+takes over. A heartbeat that finds the lease lost makes the next ``check()`` raise
+LeaseLost. ``ThreadLocker`` does the same inside one process without DynamoDB.
 
 Usage::
 
@@ -66,12 +70,15 @@ class Lease:
         self.owner = owner
         self.expires_at = expires_at
         self.released = False
+        self.lost: str | None = None  # why a heartbeat found the lease gone
         self._backend = backend
 
     def check(self) -> None:
         """Raise LeaseLost unless this lease is still held."""
         if self.released:
             raise LeaseLost(f"lease on {self.key!r} was released")
+        if self.lost is not None:
+            raise LeaseLost(self.lost)
         self._backend._check(self)
 
     def renew(self) -> None:
@@ -101,15 +108,24 @@ class DynamoDBLocker(Locker):
         table_name: str,
         client: DynamoDBClient,
         *,
-        lease_seconds: float = 60,
+        lease_seconds: float = 15,
         wait_seconds: float = 30,
         poll_seconds: float = 0.2,
+        heartbeat_seconds: float | None = None,
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if heartbeat_seconds is None:
+            heartbeat_seconds = lease_seconds / 3  # two beats may fail before it expires
+        if not 0 < heartbeat_seconds < lease_seconds:
+            raise ValueError(
+                f"heartbeat_seconds ({heartbeat_seconds}) must be above 0 and below "
+                f"lease_seconds ({lease_seconds})"
+            )
         self.table_name = table_name
         self.client = client
         self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
         self.owner = owner
@@ -125,14 +141,38 @@ class DynamoDBLocker(Locker):
     @contextmanager
     def hold(self, key: str) -> Iterator[Lease]:
         lease = self._acquire(key)
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(lease, stop), name=f"lease {key}", daemon=True
+        )
+        beat.start()
         try:
             yield lease
         except BaseException:
+            stop.set()
+            beat.join()
             # The error in flight is the one to report, not a lease lost meanwhile.
             with contextlib.suppress(LeaseLost):
                 self._release(lease)
             raise
+        stop.set()
+        beat.join()
         self._release(lease)
+
+    def _heartbeat(self, lease: Lease, stop: threading.Event) -> None:
+        """Renew ``lease`` every ``heartbeat_seconds`` until ``stop`` or until it is lost.
+
+        A failed renewal (DynamoDB unreachable) is tried again at the next beat; if the
+        lease runs out meanwhile, ``check()`` says so by its expiry.
+        """
+        while not stop.wait(self.heartbeat_seconds):
+            try:
+                lease.renew()
+            except LeaseLost as lost:
+                lease.lost = str(lost)
+                return
+            except Exception:  # noqa: S112 - the next beat tries again
+                continue
 
     def _acquire(self, key: str) -> Lease:
         owner = _owner_token(self.owner)

@@ -51,8 +51,10 @@ def services() -> Services:
             settings.registry_url, None if settings.registry_url else client("ecr")
         ),
         ledger=Ledger(settings.ledger_table, dynamodb),
-        # Waits for a lease well inside every function's timeout, so that LockBusy
-        # (which the state machines retry) is raised before the function is killed.
-        locker=DynamoDBLocker(settings.ledger_table, dynamodb, lease_seconds=300, wait_seconds=45),
+        # lease 15 s < wait 45 s < every function's timeout (60 s and more): a holder
+        # renews its lease by a heartbeat while it lives, a dead holder's lease runs
+        # out within 15 s, which a waiter outlasts and takes over; LockBusy (which the
+        # state machines retry) means a live holder, raised before the function is killed.
+        locker=DynamoDBLocker(settings.ledger_table, dynamodb, lease_seconds=15, wait_seconds=45),
         publish=publish,
     )

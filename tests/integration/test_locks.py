@@ -227,6 +227,47 @@ def test_expired_lease_fails_check_even_without_takeover(
     # Nobody took it over, so the release itself succeeds.
 
 
+def test_a_heartbeat_keeps_a_working_holders_short_lease(
+    dynamodb: Any, locker: Callable[..., DynamoDBLocker]
+) -> None:
+    holder = locker(lease_seconds=0.6)  # renewed every 0.2 s while held
+    other = locker(lease_seconds=0.6, wait_seconds=0)
+    with holder.hold(KEY) as lease:
+        acquired_until = lease.expires_at
+        time.sleep(1.8)  # three leases long: the holder works, it does not die
+        lease.check()
+        assert lease.expires_at > acquired_until
+        with pytest.raises(LockBusy), other.hold(KEY):
+            pytest.fail("took over a lease its live holder keeps renewing")
+    assert lock_owner(dynamodb) is None
+
+
+def test_a_heartbeat_that_finds_the_lease_taken_over_makes_check_fail(
+    locker: Callable[..., DynamoDBLocker],
+) -> None:
+    clock = FakeClock()
+    stalled = locker(clock=clock, lease_seconds=10, heartbeat_seconds=0.02)
+    stalled_hold = stalled.hold(KEY)
+    lease = stalled_hold.__enter__()
+    clock.now += 11  # the holder stalled past its lease (its beats too)
+    with locker(clock=clock, lease_seconds=10, wait_seconds=0).hold(KEY):
+        deadline = time.monotonic() + 10
+        while lease.lost is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(LeaseLost, match="expired or was taken over"):
+            lease.check()
+    with pytest.raises(LeaseLost, match="lost before release"):
+        stalled_hold.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("heartbeat", [0, -1, 10, 11])
+def test_a_heartbeat_must_beat_within_the_lease(
+    locker: Callable[..., DynamoDBLocker], heartbeat: float
+) -> None:
+    with pytest.raises(ValueError, match="heartbeat_seconds"):
+        locker(lease_seconds=10, heartbeat_seconds=heartbeat)
+
+
 def test_thread_locker_excludes_and_times_out() -> None:
     locker = ThreadLocker(wait_seconds=60)
     counter = {"value": 0}
