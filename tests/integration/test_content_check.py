@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from support.ecr_registry import EcrProxy
+from support.registry_storage import corrupt_blob
 
 from image_cicd.checks import builtin_checks
 from image_cicd.config import RepositoryTests
@@ -23,15 +24,6 @@ TEST = "ecr-test/repo-1"
 class NoScans:
     def severity_counts(self, repository: str, digest: str) -> dict[str, int] | None:
         raise AssertionError("no scan is configured")
-
-
-def corrupt_blob(server: RegistryServer, digest: str) -> None:
-    """Flip one byte of the blob's file in the registry's filesystem storage (same size)."""
-    hexd = digest.split(":")[1]
-    data = server.storage_dir / "data/docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
-    raw = bytearray(data.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    data.write_bytes(bytes(raw))
 
 
 def content(results: list[CheckResult]) -> CheckResult:
