@@ -64,17 +64,22 @@ class Plan(_Model):
 
 
 def already_promoted(
-    digest: str, test_now: ImageRef | None, prod_now: ImageRef | None
+    digest: str, test_now: ImageRef | None, prod_now: ImageRef | None, *, in_flight: bool
 ) -> Stage | None:
-    """The stage that runs `digest` now (its `latest`), PROD first; None if neither does.
+    """The stage that makes a promotion of `digest` add nothing, or None.
 
-    A promotion of such a digest would add nothing (the run CodePipeline starts by
-    itself when a pipeline is created, a re-run, a re-push of the same image): it ends
-    quietly as "already promoted". Only `latest` counts, not an older version tag, so
-    an image rolled back from can be promoted again.
+    PROD when PROD runs it now (its `latest`): the run CodePipeline starts by itself
+    when a pipeline is created, a re-run, a re-push of the same image. TEST when TEST
+    runs it and another promotion of it is under way (`in_flight`); TEST alone does
+    not count, so an image rejected for PROD, or whose PROD approval expired, can be
+    promoted again. Only `latest` counts, not an older version tag, so an image
+    rolled back from can be promoted again.
     """
-    stages: tuple[tuple[Stage, ImageRef | None], ...] = (("PROD", prod_now), ("TEST", test_now))
-    return next((stage for stage, now in stages if now is not None and now.digest == digest), None)
+    if prod_now is not None and prod_now.digest == digest:
+        return "PROD"
+    if in_flight and test_now is not None and test_now.digest == digest:
+        return "TEST"
+    return None
 
 
 class StageCopy(_Model):

@@ -113,7 +113,15 @@ def resolve(
     image = _read(services.registry, request.repository, request.digest, "when resolving")
     test, prod = settings.stage_repository(name, "TEST"), settings.stage_repository(name, "PROD")
     test_now, prod_now = _current(services, test), _current(services, prod)
-    held = already_promoted(request.digest, test_now, prod_now)
+    in_flight = (
+        test_now is not None
+        and test_now.digest == request.digest
+        and any(
+            p.digest == request.digest and p.outcome == "RUNNING" and p.execution != execution
+            for p in services.ledger.promotions_for(name)
+        )
+    )
+    held = already_promoted(request.digest, test_now, prod_now, in_flight=in_flight)
     plan = Plan(
         execution=execution,
         name=name,

@@ -36,8 +36,12 @@ def actions(function: str, service: str) -> set[str]:
 @pytest.mark.parametrize(
     ("function", "needed"),
     [
-        # resolve records an already promoted digest's outcome (UpdateItem)
-        ("ResolveRepoFunction", {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}),
+        # resolve records an already promoted digest's outcome (UpdateItem) and looks
+        # for promotions of the same digest under way (Query)
+        (
+            "ResolveRepoFunction",
+            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        ),
         # superseding: the waiting requests (Query), their promotions' start (GetItem),
         # the conditional SUPERSEDED (UpdateItem)
         (

@@ -307,6 +307,29 @@ def test_a_digest_prod_already_runs_ends_as_already_promoted_without_asking(
     assert len(t.ledger.releases("ecr-prod/repo-8")) == 1  # latest did not move again
 
 
+def test_a_digest_rejected_for_prod_can_be_promoted_again(stack: LocalStack, t: Target) -> None:
+    # Given an image that reached TEST (its latest there) and was rejected for PROD
+    image = push(t, "repo-14")
+    first = run_to_approval(t, "repo-14", image)
+    decide(t, first, "APPROVED")
+    assert pending_approval(t, first, wait_seconds=120) is not None, "no PROD approval"
+    decide(t, first, "REJECTED")
+    assert finished(t, arn_of(t, first))["status"] == "FAILED"
+    assert stage(t, "ecr-test/repo-14")[1] == image.digest
+
+    # When the same digest is promoted again
+    again = run_to_approval(t, "repo-14", image)
+
+    # Then it asks again (TEST runs it, but no promotion of it is under way), and
+    # promoting it keeps TEST's version and gives PROD its first
+    decide(t, again, "APPROVED")
+    assert pending_approval(t, again, wait_seconds=120) is not None, "no PROD approval"
+    decide(t, again, "APPROVED")
+    assert finished(t, arn_of(t, again))["status"] == "SUCCEEDED"
+    assert stage(t, "ecr-test/repo-14") == ({"v0.1": image.digest}, image.digest)
+    assert stage(t, "ecr-prod/repo-14") == ({"v0.1": image.digest}, image.digest)
+
+
 def test_a_newer_image_supersedes_the_older_promotion_waiting_for_its_test_approval(
     stack: LocalStack, t: Target
 ) -> None:

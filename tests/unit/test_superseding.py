@@ -301,20 +301,23 @@ def test_a_superseded_promotion_is_recorded_and_notified_as_superseded(ledger: L
 
 
 @pytest.mark.parametrize(
-    ("test_now", "prod_now", "expected"),
+    ("test_now", "prod_now", "in_flight", "expected"),
     [
-        (None, None, None),
-        (ImageRef(digest=B, version="v0.2"), ImageRef(digest=B, version="v0.2"), None),
-        (ImageRef(digest=A, version="v0.1"), ImageRef(digest=A, version="v0.1"), "PROD"),
-        (ImageRef(digest=B, version="v0.2"), ImageRef(digest=A, version="v0.1"), "PROD"),
-        (ImageRef(digest=A, version="v0.3"), ImageRef(digest=B, version="v0.2"), "TEST"),
-        (ImageRef(digest=A), None, "TEST"),
+        (None, None, False, None),
+        (ImageRef(digest=B, version="v0.2"), ImageRef(digest=B, version="v0.2"), True, None),
+        (ImageRef(digest=A, version="v0.1"), ImageRef(digest=A, version="v0.1"), False, "PROD"),
+        (ImageRef(digest=B, version="v0.2"), ImageRef(digest=A, version="v0.1"), False, "PROD"),
+        (ImageRef(digest=A, version="v0.3"), ImageRef(digest=B, version="v0.2"), True, "TEST"),
+        (ImageRef(digest=A), None, True, "TEST"),
+        # TEST runs it but nothing promotes it now (rejected or expired for PROD)
+        (ImageRef(digest=A, version="v0.3"), ImageRef(digest=B, version="v0.2"), False, None),
+        (ImageRef(digest=A), None, False, None),
     ],
 )
 def test_a_digest_a_stage_runs_now_is_already_promoted(
-    test_now: ImageRef | None, prod_now: ImageRef | None, expected: str | None
+    test_now: ImageRef | None, prod_now: ImageRef | None, in_flight: bool, expected: str | None
 ) -> None:
-    assert already_promoted(A, test_now, prod_now) == expected
+    assert already_promoted(A, test_now, prod_now, in_flight=in_flight) == expected
 
 
 # ------------------------------------------------------------------- settings
