@@ -106,6 +106,14 @@ class PromotionNotFound(LedgerError):
         super().__init__(f"no promotion for execution {execution!r}")
 
 
+class PromotionFinished(LedgerError):
+    """The promotion has an outcome already (another writer recorded it first)."""
+
+    def __init__(self, execution: str) -> None:
+        self.execution = execution
+        super().__init__(f"promotion {execution!r} has finished already")
+
+
 # --------------------------------------------------------------------------- codec
 
 
@@ -472,23 +480,41 @@ class Ledger:
         return self._update_promotion(execution, "SET " + ", ".join(sets), values)
 
     def finish_promotion(
-        self, execution: str, outcome: Outcome, reason: str | None = None, *, now: datetime
+        self,
+        execution: str,
+        outcome: Outcome,
+        reason: str | None = None,
+        *,
+        now: datetime,
+        if_running: bool = False,
     ) -> Promotion:
-        """Record the outcome (SUCCEEDED, FAILED, REJECTED or EXPIRED) and why."""
+        """Record the outcome and why. With `if_running`, only over a RUNNING record
+        (PromotionFinished when another writer recorded an outcome first)."""
         update = "SET outcome = :outcome, finished_at = :now"
         values: dict[str, Any] = {"outcome": outcome, "now": iso(now)}
         if reason is not None:
             update += ", reason = :reason"
             values["reason"] = reason
-        return self._update_promotion(execution, update, values)
+        if not if_running:
+            return self._update_promotion(execution, update, values)
+        try:
+            return self._update_promotion(
+                execution, update, values | {"running": "RUNNING"}, "outcome = :running"
+            )
+        except PromotionNotFound:
+            self.get_promotion(execution)  # PromotionNotFound if there is none at all
+            raise PromotionFinished(execution) from None
 
-    def _update_promotion(self, execution: str, update: str, values: dict[str, Any]) -> Promotion:
+    def _update_promotion(
+        self, execution: str, update: str, values: dict[str, Any], condition: str | None = None
+    ) -> Promotion:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
                 Key=self._promotion_key(execution),
                 UpdateExpression=update,
-                ConditionExpression="attribute_exists(pk)",
+                ConditionExpression="attribute_exists(pk)"
+                + (f" AND {condition}" if condition else ""),
                 ExpressionAttributeValues=_values(**values),
                 ReturnValues="ALL_NEW",
             )

@@ -24,7 +24,7 @@ from image_cicd.approvals import (
 from image_cicd.config import Settings
 from image_cicd.errors import BadInput, ImageNotFound, PromotionSuperseded
 from image_cicd.history import cause_text
-from image_cicd.ledger import Ledger, PromotionNotFound
+from image_cicd.ledger import Ledger, PromotionFinished, PromotionNotFound
 from image_cicd.locks import Locker
 from image_cicd.models import (
     ApprovalRequest,
@@ -359,10 +359,14 @@ def finish(
     outcome: Outcome,
     details: dict[str, Any],
     failure: dict[str, Any] | None = None,
+    *,
+    if_running: bool = False,
 ) -> dict[str, Any]:
     """Record the outcome of a promotion and send the notification with the reason.
 
-    Returns the message sent and, for a recorded promotion, how long it took.
+    Returns the message sent and, for a recorded promotion, how long it took. With
+    `if_running`, PromotionFinished (nothing sent) when another writer recorded an
+    outcome first.
     """
     subject, message = outcome_message(workflow, execution, outcome, details, failure)
     sent: dict[str, Any] = {"subject": subject, "message": message}
@@ -372,7 +376,9 @@ def finish(
             if failure is None
             else f"{failure.get('error')}: {cause_text(failure.get('cause'))}"
         )
-        done = services.ledger.finish_promotion(execution, outcome, reason, now=_now())
+        done = services.ledger.finish_promotion(
+            execution, outcome, reason, now=_now(), if_running=if_running
+        )
         if outcome != "SUCCEEDED":  # an approval it still waited for will never count
             for approval in services.ledger.list_approvals("PENDING"):
                 if approval.execution == execution:
@@ -407,7 +413,9 @@ def execution_ended(
         return None
     if promotion is not None and promotion.outcome != "RUNNING":
         return None
-    outcome: Outcome = status
+    # A failure whose path ran but whose Notify failed (the machine alerted directly)
+    # says by its error what it was.
+    outcome: Outcome = _FAILED_AS.get(error or "", "FAILED") if status == "FAILED" else status
     failure = {"error": error or f"Execution{status.title().replace('_', '')}", "cause": cause}
     details: dict[str, Any] = {}
     if promotion is not None:
@@ -416,7 +424,17 @@ def execution_ended(
             "source": services.settings.stage_repository(promotion.repository, "DEV"),
             "digest": promotion.digest,
         }
-    return finish(services, "PROMOTION", execution, outcome, details, failure)
+    try:  # a Notify still running when the execution was stopped may record first
+        return finish(services, "PROMOTION", execution, outcome, details, failure, if_running=True)
+    except PromotionFinished:
+        return None
+
+
+_FAILED_AS: dict[str, Outcome] = {
+    "ApprovalRejected": "REJECTED",
+    "ApprovalExpired": "EXPIRED",
+    "PromotionSuperseded": "SUPERSEDED",
+}
 
 
 def outcome_message(

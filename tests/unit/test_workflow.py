@@ -494,6 +494,48 @@ def test_given_a_promotion_the_workflow_finished_then_its_end_changes_nothing(
     assert len(outbox.sent) == 1  # the workflow's own notification only
 
 
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        ("ApprovalRejected", "REJECTED"),
+        ("ApprovalExpired", "EXPIRED"),
+        ("PromotionSuperseded", "SUPERSEDED"),
+        ("TestsFailed", "FAILED"),
+    ],
+)
+def test_given_a_failure_the_notify_step_could_not_record_then_its_error_names_the_outcome(
+    ledger: Ledger, error: str, outcome: str
+) -> None:
+    # Given a promotion whose failure path ran but whose Notify failed (record RUNNING)
+    ledger.start_promotion("exec-1", "repo-1", DIGEST, T0)
+
+    execution_ended(services(ledger, Outbox()), "exec-1", "FAILED", error, "why")
+
+    assert ledger.get_promotion("exec-1").outcome == outcome
+
+
+def test_given_notify_finishes_the_record_while_the_end_is_handled_then_notify_wins(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stop that reads the record while it is RUNNING, and a Notify already
+    # under way that records REJECTED before the stop writes
+    outbox = Outbox()
+    ledger.start_promotion("exec-1", "repo-1", DIGEST, T0)
+    running = ledger.get_promotion("exec-1")
+    failure = {"error": "ApprovalRejected", "cause": "TEST rejected by cy"}
+    finish(services(ledger, outbox), "PROMOTION", "exec-1", "REJECTED", {"plan": PLAN}, failure)
+    monkeypatch.setattr(ledger, "get_promotion", lambda execution: running)
+
+    # When the end of the execution is handled
+    sent = execution_ended(services(ledger, outbox), "exec-1", "ABORTED", "Operator.Stop", "x")
+
+    # Then the outcome Notify recorded stays, and nothing more is told
+    monkeypatch.undo()
+    assert sent is None
+    assert ledger.get_promotion("exec-1").outcome == "REJECTED"
+    assert len(outbox.sent) == 1
+
+
 def test_given_an_unrecorded_execution_then_a_stop_is_told_and_a_failure_is_not(
     ledger: Ledger,
 ) -> None:
