@@ -20,6 +20,7 @@ from image_cicd.approvals import (
     MAX_COMMENT,
     describe_current,
     describe_tests,
+    describe_version,
     next_step,
 )
 from image_cicd.models import ApprovalRequest, TestResults
@@ -123,7 +124,7 @@ def _facts(approval: ApprovalRequest) -> str:
         ("Digest", f"<code>{_e(approval.digest)}</code>"),
         ("Stage", _e(approval.stage)),
         ("Target repository", f"<code>{_e(approval.target_repository)}</code>"),
-        ("Version it will get", _e(approval.version or "the next version")),
+        ("Version", _e(describe_version(approval))),
         (f"{approval.stage} runs now", _current_html(approval)),
     ]
     if approval.stage == "PROD" or approval.tests is not None:

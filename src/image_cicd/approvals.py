@@ -98,6 +98,7 @@ def new_approval_request(
     timeout: timedelta,
     now: datetime,
     version: str | None = None,
+    version_assigned: bool = False,
     current: ImageRef | None = None,
     tests: TestResults | None = None,
 ) -> ApprovalRequest:
@@ -110,6 +111,7 @@ def new_approval_request(
         target_repository=target_repository,
         digest=digest,
         version=version,
+        version_assigned=version_assigned,
         current=current,
         tests=tests,
         created_at=now,
@@ -151,6 +153,19 @@ def describe_current(approval: ApprovalRequest) -> str:
     return f"{version} ({approval.current.digest})"
 
 
+def describe_version(approval: ApprovalRequest) -> str:
+    """The version the image will get in the target, in words: certain only when the
+    digest has it there already (see ApprovalRequest)."""
+    if approval.version is None:
+        return "the next version"
+    if approval.version_assigned:
+        return f"{approval.version} (it has this version in {approval.target_repository} already)"
+    return (
+        f"next version (estimate): {approval.version} - assigned when the image is copied "
+        f"to {approval.target_repository}; a promotion copied there first takes it"
+    )
+
+
 def describe_tests(tests: TestResults | None) -> list[str]:
     if tests is None:
         return ["not run"]
@@ -182,6 +197,8 @@ def ascii_line(text: str) -> str:
 def format_message(approval: ApprovalRequest, link: str) -> tuple[str, str]:
     """Subject (ASCII, at most 100 characters, as SNS requires) and plain-text body."""
     version = approval.version or "a new version"
+    if approval.version and not approval.version_assigned:
+        version += " (estimate)"
     subject = ascii_line(f"Approval needed: {approval.repository} -> {approval.stage} as {version}")
     if len(subject) > SUBJECT_MAX:
         subject = subject[: SUBJECT_MAX - 3] + "..."
@@ -191,7 +208,7 @@ def format_message(approval: ApprovalRequest, link: str) -> tuple[str, str]:
         f"Repository:      {approval.repository}",
         f"Digest:          {approval.digest}",
         f"Stage:           {approval.stage} ({approval.target_repository})",
-        f"Will become:     {approval.version or 'the next version'}",
+        f"Version:         {describe_version(approval)}",
         f"{approval.stage} runs now:  {describe_current(approval)}",
     ]
     if approval.stage == "PROD" or approval.tests is not None:

@@ -87,7 +87,11 @@ class ApprovalRequest(_Model):
 
     ``repository`` is the source stage repository (``ecr-dev/repo-1``),
     ``target_repository`` the one the image goes to, ``version`` the version tag it
-    will get there and ``current`` what the target stage runs now. The Step
+    will get there and ``current`` what the target stage runs now. ``version`` is
+    certain only when ``version_assigned`` (the digest has it there already, and a
+    promotion keeps it); otherwise it is the next version as of the request, an
+    estimate: versions are assigned in copy order under the repository's lock, so a
+    concurrent promotion copied first takes it. The Step
     Functions task token and the CSRF secret are secrets: they never appear in
     ``repr``/``str`` or in ``model_dump(mode="json")``.
     """
@@ -99,6 +103,7 @@ class ApprovalRequest(_Model):
     target_repository: str
     digest: str
     version: str | None = None
+    version_assigned: bool = False
     current: ImageRef | None = None
     tests: TestResults | None = None
     status: ApprovalStatus = "PENDING"

@@ -173,7 +173,10 @@ def request_approval(
         older = _older_waiting(services, plan, stage)
     source, target = (plan.source, plan.test) if stage == "TEST" else (plan.test, plan.prod)
     state = read_stage(services.registry, target, services.scheme)
-    version = state.version_of(plan.digest) or services.scheme.next_after(list(state.versions))
+    # The digest's version there is certain; else the next one is only an estimate:
+    # versions are assigned at the copy, under the lock (versions.promote).
+    assigned = state.version_of(plan.digest)
+    version = assigned or services.scheme.next_after(list(state.versions))
     approval = new_approval_request(
         execution=plan.execution,
         stage=stage,
@@ -184,6 +187,7 @@ def request_approval(
         timeout=timedelta(seconds=plan.approval_timeout_seconds),
         now=now,
         version=version,
+        version_assigned=assigned is not None,
         current=ImageRef(digest=state.latest, version=state.current) if state.latest else None,
         tests=tests,
     )

@@ -141,6 +141,33 @@ def test_test_message_for_first_release() -> None:
     assert len(format_message(long, "https://a")[0]) == 100
 
 
+def test_a_version_not_yet_assigned_is_worded_as_an_estimate_everywhere() -> None:
+    estimate = make_approval()
+    subject, body = format_message(estimate, "https://a/approvals/x")
+    page = pages.approval_page(estimate, csrf_token(estimate))
+
+    assert subject.endswith("-> PROD as v0.4 (estimate)")
+    worded = (
+        "next version (estimate): v0.4 - assigned when the image is copied to "
+        "ecr-prod/repo-1; a promotion copied there first takes it"
+    )
+    assert f"Version:         {worded}\n" in body
+    assert f"<dt>Version</dt><dd>{worded}</dd>" in page
+    assert "will get" not in page
+
+
+def test_a_version_the_digest_has_already_is_stated_as_it_is() -> None:
+    kept = make_approval().model_copy(update={"version_assigned": True})
+    subject, body = format_message(kept, "https://a/approvals/x")
+    page = pages.approval_page(kept, csrf_token(kept))
+
+    assert subject.endswith("-> PROD as v0.4")
+    worded = "v0.4 (it has this version in ecr-prod/repo-1 already)"
+    assert f"Version:         {worded}\n" in body
+    assert f"<dt>Version</dt><dd>{worded}</dd>" in page
+    assert "estimate" not in subject + body + page
+
+
 # -------------------------------------------------------------------- forms
 
 

@@ -313,7 +313,7 @@ def test_given_a_test_approval_when_requested_then_the_link_has_the_id_and_never
     assert topic == APPROVALS
     assert request["link"] in body
     assert TOKEN not in subject + body
-    assert subject == "Approval needed: ecr-dev/repo-1 -> TEST as v0.3"
+    assert subject == "Approval needed: ecr-dev/repo-1 -> TEST as v0.3 (estimate)"
     assert "TEST runs now:  v0.2" in body
 
 
@@ -396,11 +396,37 @@ def test_given_a_prod_approval_then_it_goes_from_test_to_prod_with_the_test_resu
     assert stored.version == "v0.16"
     assert stored.tests == tests
     [(_, subject, body)] = outbox.sent
-    assert subject == "Approval needed: ecr-test/repo-1 -> PROD as v0.16"
+    assert subject == "Approval needed: ecr-test/repo-1 -> PROD as v0.16 (estimate)"
     assert "PROD runs now:  v0.15" in body
     assert "PASSED (2 of 2 checks passed)" in body
     assert request["link"] in body
     assert TOKEN not in body
+
+
+def test_concurrent_promotions_are_told_an_estimate_and_a_kept_version_for_certain(
+    ledger: Ledger,
+) -> None:
+    # Six promotions of new digests ask for TEST at once: each is told v0.1, which
+    # only the first to be copied gets, so it is worded as an estimate.
+    outbox = Outbox()
+    tags = {"ecr-test/repo-1": {"v0.1": d(1), "latest": d(1)}}
+    svc = services(ledger, outbox, tags)
+    plans = [make_plan(execution=f"exec-{n}", digest=d(10 + n)) for n in range(6)]
+
+    requests = [request_approval(svc, p, "TEST", TOKEN, notifier=NO_TASKS, now=T0) for p in plans]
+
+    for request, (_, subject, body) in zip(requests, outbox.sent, strict=True):
+        stored = ledger.get_approval(request["approval_id"])
+        assert (stored.version, stored.version_assigned) == ("v0.2", False)
+        assert subject.endswith("-> TEST as v0.2 (estimate)")
+        assert "Version:         next version (estimate): v0.2 - assigned when" in body
+    # A digest TEST has as v0.1 already keeps that version: that one is certain.
+    kept = request_approval(
+        svc, make_plan(execution="exec-k", digest=d(1)), "TEST", TOKEN, notifier=NO_TASKS, now=T0
+    )
+    stored = ledger.get_approval(kept["approval_id"])
+    assert (stored.version, stored.version_assigned) == ("v0.1", True)
+    assert outbox.sent[-1][1].endswith("-> TEST as v0.1")
 
 
 def test_every_request_gets_its_own_approval_id(ledger: Ledger) -> None:
