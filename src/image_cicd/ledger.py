@@ -6,6 +6,8 @@ Item layout (docs/contracts.md):
   gsi1 ``APPROVALS`` / ``<status>#<created>``
 - promotion: ``PROMOTION#<execution>`` / ``PROMOTION``, gsi1 ``REPO#<name>`` / ``<started>``
 - release (PROD): ``RELEASE#<prod repository>`` / ``<at>#<version>``
+- requests waiting at a stage: ``WAITING#<stage>#<source repository>`` / ``WAITING``,
+  one attribute ``waiter#<approval id>`` per request
 
 Times are fixed-width ISO-8601 UTC strings; ``expires_at`` is the table's TTL
 attribute (epoch seconds). Approval requests get a TTL some time after their
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,10 +52,12 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "PromotionNotFound",
+    "Waiter",
 ]
 
 _APPROVAL_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _SECRET_FIELDS = {"task_token", "csrf_secret"}
+_WAITER = "waiter#"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -98,6 +102,14 @@ class ApprovalSuperseded(LedgerError):
             f"approval {approval.approval_id} was superseded by {approval.superseded_by} "
             f"({approval.superseded_by_digest})"
         )
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """A request entered in its (repository, stage)'s waiting list (``Ledger.add_waiter``)."""
+
+    approval_id: str
+    execution: str
 
 
 class PromotionNotFound(LedgerError):
@@ -377,6 +389,58 @@ class Ledger:
                 return None
             raise
         return self._approval_from(response["Attributes"])
+
+    # The requests waiting at a (repository, stage): one item, one attribute per
+    # request, so that entering and reading the list is one strongly consistent
+    # UpdateItem (the approvals index is eventually consistent on AWS).
+
+    @staticmethod
+    def _waiters_key(repository: str, stage: str) -> dict[str, AttributeValueTypeDef]:
+        return {"pk": {"S": f"WAITING#{stage}#{repository}"}, "sk": {"S": "WAITING"}}
+
+    @staticmethod
+    def _waiters_from(item: Mapping[str, Any]) -> list[Waiter]:
+        return [
+            Waiter(
+                approval_id=name.removeprefix(_WAITER),
+                execution=entry["execution"],
+            )
+            for name, entry in _decode(item).items()
+            if name.startswith(_WAITER)
+        ]
+
+    def add_waiter(self, approval: ApprovalRequest) -> list[Waiter]:
+        """Enter a stored request in its (repository, stage)'s list; returns the whole list.
+
+        Of two requests entered at the same time, the one entered second sees the first.
+        """
+        response = self.client.update_item(
+            TableName=self.table_name,
+            Key=self._waiters_key(approval.repository, approval.stage),
+            UpdateExpression="SET #waiter = :waiter",
+            ExpressionAttributeNames={"#waiter": _WAITER + approval.approval_id},
+            ExpressionAttributeValues=_values(waiter={"execution": approval.execution}),
+            ReturnValues="ALL_NEW",
+        )
+        return self._waiters_from(response["Attributes"])
+
+    def waiters(self, repository: str, stage: str) -> list[Waiter]:
+        """The requests entered at (repository, stage), read consistently."""
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key=self._waiters_key(repository, stage),
+            ConsistentRead=True,
+        )
+        return self._waiters_from(response.get("Item", {}))
+
+    def remove_waiter(self, repository: str, stage: str, approval_id: str) -> None:
+        """Drop a request that can never wait again (its promotion ended, it expired)."""
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=self._waiters_key(repository, stage),
+            UpdateExpression="REMOVE #waiter",
+            ExpressionAttributeNames={"#waiter": _WAITER + approval_id},
+        )
 
     def list_approvals(self, status: ApprovalStatus | None = None) -> list[ApprovalRequest]:
         """Approval requests, newest first, optionally only those with ``status``."""

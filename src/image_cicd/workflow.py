@@ -24,7 +24,7 @@ from image_cicd.approvals import (
 from image_cicd.config import Settings
 from image_cicd.errors import BadInput, ImageNotFound, PromotionSuperseded
 from image_cicd.history import cause_text
-from image_cicd.ledger import Ledger, PromotionFinished, PromotionNotFound
+from image_cicd.ledger import ApprovalNotFound, Ledger, PromotionFinished, PromotionNotFound, Waiter
 from image_cicd.locks import Locker
 from image_cicd.models import (
     ApprovalRequest,
@@ -166,12 +166,24 @@ def request_approval(
     of older promotions of the same repository still waiting at this stage (their
     tasks fail with PromotionSuperseded); if a newer promotion already waits here,
     this one is the older and raises PromotionSuperseded without asking anyone.
+
+    Older and newer by when the promotions started (the push order). Near-
+    simultaneous requests are settled the same way by both: each stores its request,
+    then enters it in the stage's waiting list and reads the list in one consistent
+    write (`Ledger.add_waiter`), so whichever enters second sees the first and applies
+    the rule; exactly one of them goes on waiting.
     """
     now = now or _now()
-    older: list[ApprovalRequest] = []
-    if services.settings.supersede_waiting_promotions:
-        older = _older_waiting(services, plan, stage)
+    ledger = services.ledger
     source, target = (plan.source, plan.test) if stage == "TEST" else (plan.test, plan.prod)
+    # When this promotion started; None: superseding is off, or the ledger does not date it
+    mine = (
+        _started_at(ledger, plan.execution)
+        if services.settings.supersede_waiting_promotions
+        else None
+    )
+    if mine is not None:  # a newer one waiting already: store nothing, ask no one
+        _older_waiting(services, plan, stage, ledger.waiters(source, stage), mine, now)
     state = read_stage(services.registry, target, services.scheme)
     # The digest's version there is certain; else the next one is only an estimate:
     # versions are assigned at the copy, under the lock (versions.promote).
@@ -191,7 +203,20 @@ def request_approval(
         current=ImageRef(digest=state.latest, version=state.current) if state.latest else None,
         tests=tests,
     )
-    services.ledger.put_approval_request(approval)
+    ledger.put_approval_request(approval)
+    older: list[ApprovalRequest] = []
+    if mine is not None:
+        entered = ledger.add_waiter(approval)
+        try:
+            older = _older_waiting(services, plan, stage, entered, mine, now)
+        except _NewerWaiting as newer:
+            ledger.supersede(
+                approval.approval_id,
+                by_execution=newer.approval.execution,
+                by_digest=newer.approval.digest,
+                now=now,
+            )
+            raise
     link = approval_link(services.settings.approval_base_url, approval.approval_id)
     subject, body = format_message(approval, link)
     services.publish(services.settings.approvals_topic_arn, subject, body)
@@ -205,35 +230,59 @@ def request_approval(
     }
 
 
-def _older_waiting(services: Services, plan: Plan, stage: Step) -> list[ApprovalRequest]:
-    """PENDING requests of older promotions of this repository at this stage.
+def _started_at(ledger: Ledger, execution: str) -> datetime | None:
+    try:
+        return ledger.get_promotion(execution).started_at
+    except PromotionNotFound:
+        return None
 
-    Older and newer by when the promotions started (the push order), not by when
-    they asked: raises PromotionSuperseded if a newer one already waits here.
+
+class _NewerWaiting(PromotionSuperseded):
+    """A newer promotion of the repository waits for this approval already."""
+
+    def __init__(self, stage: Step, source: str, approval: ApprovalRequest) -> None:
+        self.approval = approval
+        super().__init__(
+            f"{stage} approval superseded by {approval.execution} ({approval.digest}), a newer "
+            f"image of {source} already waiting for it"
+        )
+
+
+def _older_waiting(
+    services: Services,
+    plan: Plan,
+    stage: Step,
+    waiters: list[Waiter],
+    mine: datetime,
+    now: datetime,
+) -> list[ApprovalRequest]:
+    """The PENDING, unexpired requests of older promotions among `waiters`.
+
+    Raises _NewerWaiting (a PromotionSuperseded) if a newer promotion's request is
+    still alive: PENDING and unexpired (read consistently, not from the index), its
+    promotion RUNNING. A request that expired, or was decided or superseded and
+    whose promotion ended, leaves the list for good.
     """
     ledger = services.ledger
     source = plan.source if stage == "TEST" else plan.test
-    others = [
-        a
-        for a in ledger.list_approvals("PENDING")
-        if a.repository == source and a.stage == stage and a.execution != plan.execution
-    ]
-    if not others:
-        return []
-    mine = ledger.get_promotion(plan.execution).started_at
     older = []
-    for other in others:
+    for waiter in waiters:
+        if waiter.execution == plan.execution:
+            continue
         try:
-            started = ledger.get_promotion(other.execution).started_at
-        except PromotionNotFound:
-            continue  # not a promotion this ledger dates: leave it alone
-        if (started, other.execution) < (mine, plan.execution):
-            older.append(other)
-        else:
-            raise PromotionSuperseded(
-                f"{stage} approval superseded by {other.execution} ({other.digest}), a newer "
-                f"image of {plan.source} already waiting for it"
-            )
+            other = ledger.get_approval(waiter.approval_id)
+            promotion = ledger.get_promotion(waiter.execution)
+        except (ApprovalNotFound, PromotionNotFound):
+            continue  # not a request or a promotion this ledger dates: leave it alone
+        ended, expired = promotion.outcome != "RUNNING", other.is_expired(now)
+        if expired or (ended and other.status != "PENDING"):  # it can never wait again
+            ledger.remove_waiter(source, stage, waiter.approval_id)
+        if other.status != "PENDING" or expired:
+            continue  # decided or superseded (a lost reply may reopen it), or timed out
+        if (promotion.started_at, other.execution) < (mine, plan.execution):
+            older.append(other)  # even if it ended: its request must not stay PENDING
+        elif not ended:
+            raise _NewerWaiting(stage, plan.source, other)
     return older
 
 
@@ -246,11 +295,14 @@ def _supersede(
 ) -> bool:
     """Mark `waiting` SUPERSEDED (unless a decision came first) and end its task.
 
-    If Step Functions cannot be told (other than the task being gone already), the
-    request goes back to PENDING: it keeps waiting, as with superseding off. True
-    if `waiting` ends superseded.
+    If Step Functions cannot be told, the request goes back to PENDING: it keeps
+    waiting, as with superseding off. If the task token is gone already, the task
+    ended: the request stays SUPERSEDED only if it ended without a decision (see
+    `_ended_undecided`); otherwise it goes back to what it was, as `finish` leaves
+    it. True if `waiting` ends superseded.
     """
-    superseded = services.ledger.supersede(
+    ledger = services.ledger
+    superseded = ledger.supersede(
         waiting.approval_id, by_execution=newer.execution, by_digest=newer.digest, now=now
     )
     if superseded is None:
@@ -264,11 +316,35 @@ def _supersede(
             superseded.task_token.get_secret_value(), PromotionSuperseded.__name__, cause
         )
     except TaskTokenInvalid:
-        return True  # the older execution ended already (timed out or stopped)
+        if _ended_undecided(ledger, waiting):
+            return True
+        ledger.reopen(waiting.approval_id, expected="SUPERSEDED")
+        if ledger.get_promotion(waiting.execution).outcome not in ("RUNNING", "SUCCEEDED"):
+            ledger.mark_expired(waiting.approval_id)  # as `finish` does, if it ran meanwhile
+        return False
     except Exception:
-        services.ledger.reopen(waiting.approval_id, expected="SUPERSEDED")
+        ledger.reopen(waiting.approval_id, expected="SUPERSEDED")
         return False
     return True
+
+
+_UNDECIDED_ENDINGS = frozenset({"EXPIRED", "ABORTED", "TIMED_OUT", "SUPERSEDED"})
+
+
+def _ended_undecided(ledger: Ledger, waiting: ApprovalRequest) -> bool:
+    """Whether a promotion whose approval task token is gone ended without a decision.
+
+    Step Functions answers TaskTimedOut also for a token already used: a decision
+    that arrived although its reply was lost (`decide` then reopens the request).
+    Only the promotion's record (read consistently) tells: it ended while waiting
+    (approval timed out, execution stopped or timed out, superseded) and never got
+    past this approval (no copy to TEST after a TEST approval). A promotion still
+    RUNNING goes on, or is about to record its ending, which then expires the
+    reopened request.
+    """
+    promotion = ledger.get_promotion(waiting.execution)
+    passed = waiting.stage == "TEST" and promotion.test_version is not None
+    return promotion.outcome in _UNDECIDED_ENDINGS and not passed
 
 
 def copy_to_stage(services: Services, plan: Plan, stage: Step, *, workers: int = 4) -> StageCopy:

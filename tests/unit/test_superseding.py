@@ -3,7 +3,8 @@ a digest a stage already runs is "already promoted" (in-process moto DynamoDB)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -15,7 +16,7 @@ from image_cicd.config import Settings
 from image_cicd.errors import ConfigurationError, PromotionSuperseded
 from image_cicd.ledger import ApprovalSuperseded, Ledger
 from image_cicd.locks import Locker
-from image_cicd.models import ImageRef
+from image_cicd.models import ApprovalRequest, ApprovalStatus, ImageRef
 from image_cicd.plan import ImageFacts, Plan, already_promoted
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.media import OCI_MANIFEST
@@ -151,7 +152,12 @@ def test_an_older_image_that_asks_after_a_newer_one_is_itself_superseded(
 
     with pytest.raises(PromotionSuperseded, match="exec-b"):
         request_approval(
-            services(ledger, outbox), plan("exec-a", A), "TEST", "token-exec-a", notifier=tasks
+            services(ledger, outbox),
+            plan("exec-a", A),
+            "TEST",
+            "token-exec-a",
+            notifier=tasks,
+            now=T0 + timedelta(minutes=6),  # while exec-b's request is alive
         )
 
     assert ledger.get_approval(newer).status == "PENDING"
@@ -230,6 +236,9 @@ def test_a_task_that_cannot_be_failed_leaves_the_older_approval_waiting(ledger: 
 def test_a_task_already_gone_stays_superseded(ledger: Ledger) -> None:
     svc = services(ledger)
     old = waiting(svc, Tasks(), "exec-a", A, minute=0)
+    # exec-a was stopped while it waited: the execution-ended hook recorded it, and
+    # its token is gone (the hook has not yet expired the approval).
+    ledger.finish_promotion("exec-a", "ABORTED", now=T0 + timedelta(minutes=4))
     waiting(svc, Tasks(error=TaskTokenInvalid("TaskTimedOut")), "exec-b", B, minute=5)
 
     assert ledger.get_approval(old).status == "SUPERSEDED"
@@ -332,3 +341,218 @@ def test_superseding_is_on_unless_the_parameter_turns_it_off(raw: str, expected:
 def test_a_bad_supersede_setting_is_a_clear_error() -> None:
     with pytest.raises(ConfigurationError, match="SUPERSEDE_WAITING_PROMOTIONS"):
         Settings.from_env({"SUPERSEDE_WAITING_PROMOTIONS": "maybe"})
+
+
+# ------------------------------------------- a token gone is not proof of superseding
+
+
+@dataclass
+class _LostReply:
+    """SendTaskSuccess arrives, but its reply is lost (the caller sees an error)."""
+
+    arrived: list[str] = field(default_factory=list)
+
+    def send_success(self, token: str, output: dict[str, Any]) -> None:
+        self.arrived.append(token)
+        raise ConnectionError("read timeout on SendTaskSuccess")
+
+    def send_failure(self, token: str, error: str, cause: str) -> None:
+        self.arrived.append(token)
+        raise ConnectionError("read timeout on SendTaskFailure")
+
+
+def _decide_losing_the_reply(ledger: Ledger, approval_id: str, decision: str) -> None:
+    lost = _LostReply()
+    with pytest.raises(ConnectionError):
+        decide(
+            ledger,
+            lost,
+            approval_id,
+            "APPROVED" if decision == "APPROVED" else "REJECTED",
+            "ana",
+            None,
+            csrf=csrf_token(ledger.get_approval(approval_id)),
+            source_ip=None,
+            user_agent=None,
+            now=T0 + timedelta(minutes=1),
+        )
+    assert lost.arrived == ["token-exec-a"]
+    assert ledger.get_approval(approval_id).status == "PENDING"  # decide reopened it
+
+
+def test_an_approval_that_arrived_although_its_reply_was_lost_is_not_superseded(
+    ledger: Ledger,
+) -> None:
+    svc = services(ledger)
+    old = waiting(svc, Tasks(), "exec-a", A, minute=0)
+    _decide_losing_the_reply(ledger, old, "APPROVED")  # exec-a goes on to copy to TEST
+    ledger.start_promotion("exec-b", "repo-1", B, T0 + timedelta(minutes=5))
+
+    asked = request_approval(
+        svc,
+        plan("exec-b", B),
+        "TEST",
+        "token-exec-b",
+        notifier=Tasks(error=TaskTokenInvalid("TaskTimedOut")),  # the token was used
+        now=T0 + timedelta(minutes=5),
+    )
+
+    older = ledger.get_approval(old)
+    assert (older.status, older.superseded_by) == ("PENDING", None)
+    assert (asked["superseded"], asked["not_superseded"]) == ([], ["exec-a"])
+
+
+def test_a_rejection_that_arrived_and_ended_the_promotion_leaves_its_request_expired(
+    ledger: Ledger,
+) -> None:
+    svc = services(ledger)
+    old = waiting(svc, Tasks(), "exec-a", A, minute=0)
+    _decide_losing_the_reply(ledger, old, "REJECTED")
+    ledger.finish_promotion("exec-a", "REJECTED", now=T0 + timedelta(minutes=2))
+
+    waiting(svc, Tasks(error=TaskTokenInvalid("TaskTimedOut")), "exec-b", B, minute=5)
+
+    assert ledger.get_approval(old).status == "EXPIRED"  # as `finish` leaves it
+
+
+def test_a_promotion_stopped_after_its_test_copy_is_not_superseded_at_test(
+    ledger: Ledger,
+) -> None:
+    svc = services(ledger)
+    old = waiting(svc, Tasks(), "exec-a", A, minute=0)
+    _decide_losing_the_reply(ledger, old, "APPROVED")
+    ledger.update_promotion("exec-a", test_version="v0.1")  # got past its TEST approval
+    ledger.finish_promotion("exec-a", "ABORTED", now=T0 + timedelta(minutes=3))
+
+    waiting(svc, Tasks(error=TaskTokenInvalid("TaskTimedOut")), "exec-b", B, minute=5)
+
+    assert ledger.get_approval(old).status == "EXPIRED"
+
+
+# ------------------------------------------------ requests recorded at the same time
+
+
+class _MeetingRegistry(EmptyRegistry):
+    """Both requests read the target's tags together, after both looked for others and
+    before either recorded its own; then `first` records (and returns) before the other."""
+
+    def __init__(self, first: str) -> None:
+        self.first = first
+        self.met = threading.Barrier(2, timeout=10)
+        self.first_done = threading.Event()
+
+    def list_tags(self, repository: str) -> list[str]:
+        self.met.wait()
+        if threading.current_thread().name != self.first:
+            assert self.first_done.wait(timeout=10)
+        return []
+
+
+@pytest.mark.parametrize("first", ["exec-a", "exec-b"])
+def test_two_requests_recorded_at_the_same_time_leave_exactly_the_newer_one_waiting(
+    ledger: Ledger, first: str
+) -> None:
+    registry, tasks = _MeetingRegistry(first), Tasks()
+    svc = replace(services(ledger), connect=lambda: cast(RegistryClient, registry))
+    ledger.start_promotion("exec-a", "repo-1", A, T0)  # the older push
+    ledger.start_promotion("exec-b", "repo-1", B, T0 + timedelta(seconds=1))
+    raised: dict[str, BaseException] = {}
+
+    def ask(execution: str, digest: str) -> None:
+        try:
+            request_approval(
+                svc,
+                plan(execution, digest),
+                "TEST",
+                f"token-{execution}",
+                notifier=tasks,
+                now=T0 + timedelta(seconds=2),
+            )
+        except BaseException as error:
+            raised[execution] = error
+        finally:
+            if execution == first:
+                registry.first_done.set()
+
+    threads = [
+        threading.Thread(target=ask, args=(e, d), name=e) for e, d in (("exec-a", A), ("exec-b", B))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert set(raised) <= {"exec-a"}
+    assert all(isinstance(error, PromotionSuperseded) for error in raised.values())
+    statuses = {a.execution: (a.status, a.superseded_by) for a in ledger.list_approvals()}
+    assert statuses == {"exec-a": ("SUPERSEDED", "exec-b"), "exec-b": ("PENDING", None)}
+    # exec-a's task ends either way: its own request raised, or exec-b failed its token
+    assert ("exec-a" in raised) != ([t for t, _, _ in tasks.failed] == ["token-exec-a"])
+
+
+# ------------------------------------------------- only a live newer request counts
+
+
+def test_a_newer_request_that_expired_supersedes_nothing(ledger: Ledger) -> None:
+    svc, tasks = services(ledger), Tasks()
+    newer = waiting(svc, tasks, "exec-b", B, minute=5)
+    ledger.start_promotion("exec-a", "repo-1", A, T0)
+
+    asked = request_approval(
+        svc, plan("exec-a", A), "TEST", "token-exec-a", notifier=tasks, now=T0 + timedelta(hours=2)
+    )
+
+    assert ledger.get_approval(asked["approval_id"]).status == "PENDING"
+    assert ledger.get_approval(newer).is_expired(T0 + timedelta(hours=2))
+
+
+def test_a_newer_request_whose_promotion_ended_supersedes_nothing(ledger: Ledger) -> None:
+    svc, tasks = services(ledger), Tasks()
+    newer = waiting(svc, tasks, "exec-b", B, minute=5)
+    # exec-b failed; its request is still PENDING (finish's index read missed it)
+    ledger.finish_promotion("exec-b", "FAILED", "boom", now=T0 + timedelta(minutes=6))
+    ledger.start_promotion("exec-a", "repo-1", A, T0)
+
+    asked = request_approval(
+        svc,
+        plan("exec-a", A),
+        "TEST",
+        "token-exec-a",
+        notifier=tasks,
+        now=T0 + timedelta(minutes=7),
+    )
+
+    assert ledger.get_approval(asked["approval_id"]).status == "PENDING"
+    assert ledger.get_approval(newer).status == "PENDING"
+    assert tasks.failed == []
+
+
+class _StaleIndexLedger(Ledger):
+    """The approvals index answers what it held before the last decision (as a GSI can)."""
+
+    stale: list[ApprovalRequest] | None = None  # None: up to date
+
+    def list_approvals(self, status: ApprovalStatus | None = None) -> list[ApprovalRequest]:
+        if self.stale is None:
+            return super().list_approvals(status)
+        return [a for a in self.stale if status is None or a.status == status]
+
+
+def test_a_newer_request_the_index_still_shows_pending_supersedes_nothing(ledger: Ledger) -> None:
+    stale = _StaleIndexLedger(ledger.table_name, ledger.client)
+    svc, tasks = services(stale), Tasks()
+    newer = waiting(svc, tasks, "exec-b", B, minute=5)
+    stale.stale = ledger.list_approvals()
+    ledger.decide(newer, "APPROVED", "ana", None, None, None, now=T0 + timedelta(minutes=6))
+    ledger.start_promotion("exec-a", "repo-1", A, T0)
+
+    asked = request_approval(
+        svc,
+        plan("exec-a", A),
+        "TEST",
+        "token-exec-a",
+        notifier=tasks,
+        now=T0 + timedelta(minutes=7),
+    )
+
+    assert ledger.get_approval(asked["approval_id"]).status == "PENDING"
