@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from image_cicd.errors import BadInput
 from image_cicd.models import ImageRef, Outcome, Stage, TestResults
@@ -159,6 +159,16 @@ class NotifyTask(_Model):
 class RollbackInput(_Model):
     repository: str
     to: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, raw: Any) -> Any:
+        """Any JSON may start an execution: what is not a rollback request is BadInput."""
+        if not isinstance(raw, dict):
+            raise BadInput('the input must be a JSON object: {"repository": "ecr-prod/repo-1"}')
+        if not raw.get("repository") or not isinstance(raw["repository"], str):
+            raise BadInput('missing "repository": start with {"repository": "ecr-prod/repo-1"}')
+        return raw
 
 
 class RollbackTask(_Model):

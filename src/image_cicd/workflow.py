@@ -541,7 +541,9 @@ def outcome_message(
         cause = cause_text(failure.get("cause")) or "no detail"
         lines.append(f"Reason: {failure.get('error')}: {cause}")
     subject = f"image-cicd: {workflow.lower()} {outcome.lower()}"
-    asked = details.get("repository") or details.get("RepositoryName")  # the machine's input
+    given = details.get("input")  # the machine's input, any JSON ("Receive input")
+    given = given if isinstance(given, dict) else {}
+    asked = given.get("repository") or given.get("RepositoryName")
     name = plan.get("name") or (back.get("repository") if back else None) or asked
     if name:
         subject += f" ({name})"

@@ -592,9 +592,17 @@ def test_substitutions_are_defined_and_used(template: dict[str, Any], machine: s
 def test_state_names_read_like_the_design() -> None:
     promotion = json.loads(ASL["PromotionStateMachine"].read_text(encoding="utf-8"))
     rollback = json.loads(ASL["RollbackStateMachine"].read_text(encoding="utf-8"))
-    assert promotion["StartAt"] == "Resolve repository"
+    # The first state wraps the input, any JSON, into an object (its Catch needs one).
+    for machine, first in ((promotion, "Resolve repository"), (rollback, "Roll back PROD")):
+        assert machine["StartAt"] == "Receive input"
+        assert machine["States"]["Receive input"] == {
+            "Type": "Pass",
+            "Comment": machine["States"]["Receive input"]["Comment"],
+            "Parameters": {"input.$": "$"},
+            "Next": first,
+        }
+        assert machine["States"][first]["Parameters"]["Payload"]["input.$"] == "$.input"
     assert set(PROMOTION_STATES) <= set(promotion["States"])
-    assert rollback["StartAt"] == "Roll back PROD"
     assert set(ROLLBACK_STATES) <= set(rollback["States"])
     assert promotion["States"]["Promoted"]["Type"] == "Succeed"
     assert promotion["States"]["Promotion failed"]["Type"] == "Fail"

@@ -90,6 +90,7 @@ def test_the_test_cases_together_visit_every_state(machine: str) -> None:
 def test_the_happy_path_runs_the_test_poll_loop() -> None:
     run = simulate("Promotion", "HappyPath")
     assert run.path == [
+        "Receive input",
         "Resolve repository",
         "Already promoted?",
         "Wait for TEST approval",

@@ -97,6 +97,7 @@ def test_the_test_loop_is_drawn_as_a_back_edge() -> None:
 def test_the_main_line_is_one_column() -> None:
     plan = layout(definition("promotion"))
     main = [
+        "Receive input",
         "Resolve repository",
         "Already promoted?",
         "Wait for TEST approval",
@@ -104,7 +105,7 @@ def test_the_main_line_is_one_column() -> None:
         "Run tests",
     ]
     assert len({plan.positions[n].x for n in main}) == 1
-    assert [plan.positions[n].layer for n in main] == [0, 1, 2, 3, 4]
+    assert [plan.positions[n].layer for n in main] == [0, 1, 2, 3, 4, 5]
 
 
 def _run(name: str, kind: str, status: str, at: int, seconds: float | None) -> StateRun:

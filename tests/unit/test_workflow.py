@@ -190,7 +190,7 @@ def test_a_rollback_says_from_and_to_which_version() -> None:
 def test_a_failed_rollback_names_the_repository_it_was_for() -> None:
     # Given the rollback state machine's failure state: its input, caught and failure.
     failure = {"error": "NothingToRollBack", "cause": "at v0.1: no older version"}
-    details = {"repository": "ecr-prod/repo-1", "caught": {}, "failure": failure}
+    details = {"input": {"repository": "ecr-prod/repo-1"}, "caught": {}, "failure": failure}
 
     subject, message = outcome_message("ROLLBACK", "rb-1", "FAILED", details, failure)
 
@@ -201,7 +201,7 @@ def test_a_failed_rollback_names_the_repository_it_was_for() -> None:
 def test_a_promotion_that_failed_to_resolve_names_the_repository_asked_for() -> None:
     # Given the promotion state machine's failure state when Resolve failed: no plan.
     failure = {"error": "RepositoryNotConfigured", "cause": "'ecr-dev/nope' is not ..."}
-    details = {"repository": "ecr-dev/nope", "digest": DIGEST, "failure": failure}
+    details = {"input": {"repository": "ecr-dev/nope", "digest": DIGEST}, "failure": failure}
 
     subject, message = outcome_message("PROMOTION", "exec-1", "FAILED", details, failure)
 
