@@ -18,6 +18,9 @@ logger, tracer, metrics = Logger(), Tracer(), Metrics()
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = parse(event=event, model=RollbackTask)
-    result = rollback_prod(services(), task.input.repository, task.input.to, task.execution)
+    given = task.input
+    result = rollback_prod(
+        services(), given.repository, given.to, task.execution, expected=given.from_
+    )
     logger.info(result.message, extra={"repository": result.repository})
     return result.as_dict()

@@ -826,11 +826,15 @@ def rollback(
             f"{repository} is not a PROD repository of this stack ({', '.join(prod)})",
             param_hint="REPOSITORY",
         )
+    # Where latest is now: the rollback moves it only if it is still there.
+    state = read_stage(target.registry, repository, target.scheme)
+    here = state.current or state.latest
     if not yes and not click.confirm(
-        f"Move {repository}:latest to {to or 'the previous version'}?"
+        f"Move {repository}:latest{f' from {here}' if here else ''} "
+        f"to {to or 'the previous version'}?"
     ):
         raise click.Abort()
-    desc = wait_finished(target, start_rollback(target, repository, to))
+    desc = wait_finished(target, start_rollback(target, repository, to, expected=here))
     output = json.loads(desc.get("output") or "{}").get("rollback") or {}
     if as_json:
         click.echo(json.dumps({"status": desc["status"], "error": desc.get("error"), **output}))

@@ -632,7 +632,9 @@ class Ledger:
         if "Item" not in response:
             return None
         data = _decode(response["Item"])
-        return RollbackPlan(**{k: data[k] for k in RollbackPlan.__dataclass_fields__})
+        # from_version is left out when None (`latest` was at an untagged digest)
+        fields: dict[str, Any] = {k: data.get(k) for k in RollbackPlan.__dataclass_fields__}
+        return RollbackPlan(**fields)
 
     def releases(self, prod_repository: str, limit: int | None = None) -> list[Release]:
         """Releases of a PROD repository, newest first."""

@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import requests
+from botocore.exceptions import ClientError
 
 from image_cicd.approvals import (
     FIELD_APPROVER,
@@ -135,14 +136,36 @@ def approve(
     return approval, decide_via_endpoint(link, decision, approver, comment)
 
 
-def start_rollback(target: Target, repository: str, to: str | None = None) -> str:
+def start_rollback(
+    target: Target,
+    repository: str,
+    to: str | None = None,
+    *,
+    expected: str | None = None,
+    key: str | None = None,
+) -> str:
+    """Start a rollback of `repository`; its execution ARN.
+
+    `expected` (the input's `from`) is where the caller saw `latest`: the rollback
+    fails with LatestMoved if it is no longer there. `key` (hex) names the execution:
+    starting again with the same key starts nothing and answers the same execution
+    (Step Functions answers a running one of that name and input with its ARN, and
+    ExecutionAlreadyExists otherwise; moto always the latter).
+    """
     payload: dict[str, Any] = {"repository": repository}
     if to:
         payload["to"] = to
-    name = f"rollback-{repository.rsplit('/', 1)[-1]}-{uuid.uuid4().hex[:12]}"
-    started = target.client("stepfunctions").start_execution(
-        stateMachineArn=target.rollback_arn, name=name, input=json.dumps(payload)
-    )
+    if expected:
+        payload["from"] = expected
+    name = f"rollback-{repository.rsplit('/', 1)[-1]}-{key or uuid.uuid4().hex[:12]}"
+    try:
+        started = target.client("stepfunctions").start_execution(
+            stateMachineArn=target.rollback_arn, name=name, input=json.dumps(payload)
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ExecutionAlreadyExists" or key is None:
+            raise
+        return target.rollback_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
     return str(started["executionArn"])
 
 

@@ -157,8 +157,12 @@ class NotifyTask(_Model):
 
 
 class RollbackInput(_Model):
+    """`{"repository", "to"?, "from"?}`: `from` is where the caller saw PROD's `latest`
+    (a version or a digest); the rollback fails with LatestMoved if it is no longer there."""
+
     repository: str
     to: str | None = None
+    from_: str | None = Field(default=None, alias="from")
 
     @model_validator(mode="before")
     @classmethod

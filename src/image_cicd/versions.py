@@ -212,14 +212,21 @@ def _key(scheme: VersionScheme, tag: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Rollback:
+    """A rollback's move; `from_version` is None when `latest` was at an untagged
+    digest (`from_digest`). `moved` is False when `latest` was there already (a retry
+    applying its plan again)."""
+
     repository: str
-    from_version: str
+    from_version: str | None
     to_version: str
     digest: str
+    from_digest: str | None = None
+    moved: bool = True
 
     @property
     def message(self) -> str:
-        return f"Rollback from {self.from_version} to {self.to_version}"
+        where = self.from_version or f"untagged {self.from_digest}"
+        return f"Rollback from {where} to {self.to_version}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -241,7 +248,7 @@ class RollbackPlan:
     as a retry needs, with the same result."""
 
     repository: str
-    from_version: str
+    from_version: str | None
     from_digest: str
     to_version: str
     to_digest: str
@@ -252,21 +259,32 @@ def plan_rollback(
     repository: str,
     *,
     to: str | None = None,
+    expected: str | None = None,
     scheme: VersionScheme | None = None,
     latest_tag: str = LATEST,
 ) -> RollbackPlan:
-    """The version `latest` points at and the one before it (or `to`); reads only."""
+    """The version `latest` points at and the one before it (or `to`); reads only.
+
+    `expected` is where the caller saw `latest` (a version tag or a digest): if it is
+    no longer there, LatestMoved. A named `to` works also when `latest` points at a
+    digest without a version tag (moved outside the tool).
+    """
     scheme = scheme or VersionScheme()
     if to is not None and scheme.parse(to) is None:
         raise VersionNotFound(f"{to!r} is not a version tag (format {scheme.format})")
     state = read_stage(client, repository, scheme, latest_tag)
+    current = state.current
+    if expected is not None and expected not in (current, state.latest):
+        now = f"{current} ({state.latest})" if current else state.latest or "no image"
+        raise LatestMoved(
+            f"{repository}:{latest_tag} is at {now}, no longer at {expected}; nothing was changed"
+        )
     if state.latest is None:
         raise NothingToRollBack(f"{repository} has no {latest_tag!r} tag: nothing runs there")
-    current = state.current
-    if current is None:
+    if current is None and to is None:
         raise LatestUntagged(
-            f"{repository}:{latest_tag} points at {state.latest}, which has no version tag; "
-            f"roll back to a named version with --to"
+            f"{repository}:{latest_tag} points at {state.latest}, which has no version tag, "
+            "so there is no previous version; name the version to roll back to (--to)"
         )
     if to is not None:
         if to not in state.versions:
@@ -276,6 +294,7 @@ def plan_rollback(
             raise AlreadyAtVersion(f"{repository}:{latest_tag} is already at {to}")
         target = to
     else:
+        assert current is not None  # an untagged `latest` was refused above
         older = [v for v in state.ordered() if _key(scheme, v) < _key(scheme, current)]
         if not older:
             raise NothingToRollBack(f"{repository} is at {current}: no older version")
@@ -283,28 +302,33 @@ def plan_rollback(
     return RollbackPlan(repository, current, state.latest, target, state.versions[target])
 
 
-def _apply(client: RegistryClient, plan: RollbackPlan, lease: Lease, latest_tag: str) -> Rollback:
+def apply_rollback(
+    client: RegistryClient, plan: RollbackPlan, lease: Lease, *, latest_tag: str = LATEST
+) -> Rollback:
+    """Move `latest` as planned; the caller holds `lease` on the repository. Applying a
+    plan again changes nothing (`moved` is False); if `latest` moved elsewhere
+    meanwhile, LatestMoved."""
     head = client.head_manifest(plan.repository, latest_tag)
     now = head.digest if head else None
-    if now != plan.to_digest:  # else: done already (this is a retry)
+    moved = now != plan.to_digest  # else: done already (this is a retry)
+    if moved:
         if now != plan.from_digest:
             raise LatestMoved(
                 f"{plan.repository}:{latest_tag} changed since the rollback from "
-                f"{plan.from_version} to {plan.to_version} was planned; nothing was changed"
+                f"{plan.from_version or plan.from_digest} to {plan.to_version} was planned "
+                f"(it is at {now or 'no image'}); nothing was changed"
             )
         manifest = client.get_manifest(plan.repository, plan.to_digest)
         lease.check()
         client.put_manifest(plan.repository, latest_tag, manifest)
-    return Rollback(plan.repository, plan.from_version, plan.to_version, plan.to_digest)
-
-
-def apply_rollback(
-    client: RegistryClient, plan: RollbackPlan, *, locker: Locker, latest_tag: str = LATEST
-) -> Rollback:
-    """Move `latest` as planned, under the repository's lease. Applying a plan again
-    changes nothing; if `latest` moved elsewhere meanwhile, LatestMoved."""
-    with locker.hold(plan.repository) as lease:
-        return _apply(client, plan, lease, latest_tag)
+    return Rollback(
+        plan.repository,
+        plan.from_version,
+        plan.to_version,
+        plan.to_digest,
+        from_digest=plan.from_digest,
+        moved=moved,
+    )
 
 
 def rollback(
@@ -323,4 +347,4 @@ def rollback(
     """
     with locker.hold(repository) as lease:
         plan = plan_rollback(client, repository, to=to, scheme=scheme, latest_tag=latest_tag)
-        return _apply(client, plan, lease, latest_tag)
+        return apply_rollback(client, plan, lease, latest_tag=latest_tag)

@@ -46,6 +46,7 @@ from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import Image, read_image
 from image_cicd.registry.errors import ManifestUnknown, NameUnknown
 from image_cicd.versions import (
+    LatestMoved,
     Rollback,
     VersionScheme,
     apply_rollback,
@@ -402,24 +403,51 @@ def copy_to_stage(services: Services, plan: Plan, stage: Step, *, workers: int =
     return copied
 
 
-def rollback_prod(services: Services, repository: str, to: str | None, execution: str) -> Rollback:
+def rollback_prod(
+    services: Services,
+    repository: str,
+    to: str | None,
+    execution: str,
+    *,
+    expected: str | None = None,
+) -> Rollback:
     """Move PROD's `latest` one version back (or to `to`) and record the release.
 
-    The plan (from which version to which) is fixed in the ledger on the first
-    attempt, so a retried attempt applies the same move instead of going one
-    version further back.
+    `expected` is where the caller saw `latest` (the input's `from`): if PROD is no
+    longer there, LatestMoved and nothing changes. Planning, moving and recording
+    happen under the repository's lease, so rollbacks started together go one after
+    the other and each release record is one move. The plan (from which version to
+    which) is fixed in the ledger on the first attempt, so a retried attempt applies
+    the same move instead of going one version further back.
     """
     stage, _name = services.settings.split(repository)
     if stage != "PROD":
         raise BadInput(f"{repository} is a {stage} repository: only PROD is rolled back")
-    plan = services.ledger.rollback_plan(execution)
-    if plan is None:
-        plan = services.ledger.save_rollback_plan(
-            execution, plan_rollback(services.registry, repository, to=to, scheme=services.scheme)
-        )
-    result = apply_rollback(services.registry, plan, locker=services.locker)
-    if not any(r.execution == execution for r in services.ledger.releases(repository, limit=20)):
-        services.ledger.record_release(
+    ledger = services.ledger
+    with services.locker.hold(repository) as lease:
+        plan = ledger.rollback_plan(execution)
+        if plan is None:
+            plan = ledger.save_rollback_plan(
+                execution,
+                plan_rollback(
+                    services.registry, repository, to=to, expected=expected, scheme=services.scheme
+                ),
+            )
+        result = apply_rollback(services.registry, plan, lease)
+        recent = ledger.releases(repository, limit=20)
+        if any(r.execution == execution for r in recent):
+            return result
+        # `latest` was at the target already, and this execution recorded no move: its
+        # earlier attempt moved it and died before recording, unless the newest
+        # release is that move by another execution (which also planned from there).
+        newest = recent[0] if recent else None
+        if not result.moved and newest is not None and newest.digest == plan.to_digest:
+            raise LatestMoved(
+                f"{repository}:latest was moved to {plan.to_version} by {newest.execution}; "
+                "nothing was changed"
+            )
+        lease.check()
+        ledger.record_release(
             Release(
                 repository=repository,
                 version=result.to_version,

@@ -29,7 +29,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-REPOS = [f"repo-{n}" for n in range(1, 7)]
+REPOS = [f"repo-{n}" for n in range(1, 10)]
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,12 @@ registry). Each test uses its own repository.
 
 from __future__ import annotations
 
+import html
 import re
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -286,6 +289,99 @@ def test_rollback_needs_a_post_a_confirmation_and_its_token(t: Target, console: 
     )
     assert unknown.status_code == 400
     assert rollbacks(t) == before
+
+
+def prod_versions(t: Target, name: str, count: int) -> list[SyntheticImage]:
+    """PROD of `name` with versions v0.1..v0.<count>, latest at the newest."""
+    images = [build_image(layers=1, layer_size=3_000 + n) for n in range(count)]
+    for n, image in enumerate(images, 1):
+        tags = [f"v0.{n}", "latest"] if n == count else [f"v0.{n}"]
+        push_image(t.registry, f"ecr-prod/{name}", image, tags=tags)
+    return images
+
+
+def confirmation_form(console: str, name: str, to: str = "") -> dict[str, str]:
+    """The hidden fields of the confirmation page's form (what its button posts)."""
+    page = requests.post(
+        f"{console}/repositories/rollback", data={"repository": name, "to": to}, timeout=30
+    )
+    assert page.status_code == 200, page.text
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text)
+    return {key: html.unescape(value) for key, value in fields}
+
+
+@pytest.mark.parametrize(("name", "posts"), [("repo-7", 2), ("repo-8", 3)])
+def test_a_confirmation_posted_several_times_rolls_back_once(
+    t: Target, console: str, name: str, posts: int
+) -> None:
+    # Given PROD at v0.3 and the confirmation page promising v0.3 -> v0.2
+    images = prod_versions(t, name, 3)
+    prod = f"ecr-prod/{name}"
+    form = confirmation_form(console, name)
+    assert form["from"] == "v0.3"
+
+    # When its form is posted several times at once (a double click, a resend)
+    barrier = threading.Barrier(posts)
+
+    def post(_: int) -> requests.Response:
+        barrier.wait()
+        return requests.post(
+            f"{console}/repositories/rollback", data=form, timeout=60, allow_redirects=False
+        )
+
+    with ThreadPoolExecutor(posts) as pool:
+        answers = list(pool.map(post, range(posts)))
+
+    # Then every post is shown the same execution, and PROD moved once, as promised
+    assert [a.status_code for a in answers] == [303] * posts, [a.text for a in answers]
+    locations = {a.headers["Location"] for a in answers}
+    assert len(locations) == 1
+    execution = locations.pop().rsplit("/", 1)[-1]
+    started = [n for n in rollbacks(t) if n.startswith(f"rollback-{name}-")]
+    assert started == [execution]
+    arn = t.rollback_arn.replace(":stateMachine:", ":execution:") + ":" + execution
+    assert finished(t, arn)["status"] == "SUCCEEDED"
+    assert stage(t, prod)[1] == images[1].digest
+    assert [(r.kind, r.version) for r in t.ledger.releases(prod)] == [("ROLLBACK", "v0.2")]
+
+    # And posting it again later starts nothing new either
+    late = requests.post(
+        f"{console}/repositories/rollback", data=form, timeout=60, allow_redirects=False
+    )
+    assert (late.status_code, late.headers.get("Location")) == (303, answers[0].headers["Location"])
+    assert [n for n in rollbacks(t) if n.startswith(f"rollback-{name}-")] == [execution]
+    assert stage(t, prod)[1] == images[1].digest
+    assert len(t.ledger.releases(prod)) == 1
+
+
+def test_roll_back_by_name_when_latest_was_moved_outside_the_tool(
+    t: Target, console: str, page: Any
+) -> None:
+    # Given PROD's latest moved by hand to an image without a version tag
+    images = prod_versions(t, "repo-9", 2)
+    stray = build_image(layers=1, layer_size=3_100)
+    push_image(t.registry, "ecr-prod/repo-9", stray, tags=["latest"])
+
+    # Then the repositories page offers the named versions (there is no "previous" one)
+    page.goto(f"{console}/repositories")
+    card = page.locator('section.repo[data-name="repo-9"]')
+    expect(card.locator("form.rollback select option")).to_have_text(["v0.2", "v0.1"])
+    card.locator("form.rollback select").select_option("v0.1")
+    card.locator("form.rollback button").click()
+
+    # And the confirmation says what is there now, and the rollback moves it
+    confirm = page.locator("#confirm")
+    expect(confirm).to_contain_text(stray.digest[:19])
+    expect(confirm).to_contain_text("to v0.1")
+    confirm.locator("button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"/executions/rollback-repo-9-[0-9a-f]+$"))
+    expect(page.locator("body")).to_have_attribute(
+        "data-execution-status", "SUCCEEDED", timeout=60_000
+    )
+    assert stage(t, "ecr-prod/repo-9")[1] == images[0].digest
+    assert [(r.kind, r.version) for r in t.ledger.releases("ecr-prod/repo-9")] == [
+        ("ROLLBACK", "v0.1")
+    ]
 
 
 def test_screenshots(t: Target, console: str, page: Any, screenshot: Callable[..., Path]) -> None:

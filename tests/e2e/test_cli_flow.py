@@ -13,12 +13,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 import requests
 from click.testing import CliRunner, Result
 
 from image_cicd.cli import main
-from image_cicd.images import build_image, push_image
+from image_cicd.images import SyntheticImage, build_image, push_image
 from image_cicd.local.stack import LocalStack, target
 from image_cicd.target import Target
 from image_cicd.versions import VersionScheme, read_stage
@@ -26,7 +27,7 @@ from image_cicd.versions import VersionScheme, read_stage
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    params = {"Repositories": "repo-1,repo-2,repo-3,repo-4,repo-5"}
+    params = {"Repositories": "repo-1,repo-2,repo-3,repo-4,repo-5,repo-6,repo-7"}
     with LocalStack(tmp_path_factory.mktemp("e2e"), parameters=params) as running:
         yield running
 
@@ -283,6 +284,62 @@ def test_rollback_menu_asks_and_confirms(stack: LocalStack, t: Target) -> None:
     assert "Move ecr-prod/repo-2:latest to the previous version?" in result.output
     assert result.exit_code == 1  # declined: Aborted
     assert re.search(r"Aborted", result.output)
+
+
+def prod_versions(t: Target, name: str, count: int) -> list[SyntheticImage]:
+    """PROD of `name` with versions v0.1..v0.<count>, latest at the newest."""
+    images = [build_image(layers=1, layer_size=5_000 + n) for n in range(count)]
+    for n, image in enumerate(images, 1):
+        tags = [f"v0.{n}", "latest"] if n == count else [f"v0.{n}"]
+        push_image(t.registry, f"ecr-prod/{name}", image, tags=tags)
+    return images
+
+
+def test_rollback_to_a_named_version_after_latest_was_moved_by_hand(
+    stack: LocalStack, t: Target
+) -> None:
+    images = prod_versions(t, "repo-6", 2)
+    stray = build_image(layers=1, layer_size=5_100)
+    push_image(t.registry, "ecr-prod/repo-6", stray, tags=["latest"])
+
+    refused = cli(stack, "rollback", "ecr-prod/repo-6", "--yes")
+    assert refused.exit_code == 1
+    assert "LatestUntagged" in refused.output
+    assert stray.digest in refused.output
+    assert "--to" in refused.output
+    assert read_stage(t.registry, "ecr-prod/repo-6", VersionScheme()).latest == stray.digest
+
+    out = ok(stack, "rollback", "ecr-prod/repo-6", "--to", "v0.1", "--yes")
+    assert stray.digest in out
+    assert out.strip().endswith("to v0.1")
+    assert read_stage(t.registry, "ecr-prod/repo-6", VersionScheme()).latest == images[0].digest
+    assert [(r.kind, r.version) for r in t.ledger.releases("ecr-prod/repo-6")] == [
+        ("ROLLBACK", "v0.1")
+    ]
+
+
+def test_rollback_changes_nothing_when_prod_moved_while_confirming(
+    stack: LocalStack, t: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = prod_versions(t, "repo-7", 3)
+    prod = "ecr-prod/repo-7"
+    asked: list[str] = []
+
+    def someone_else_rolls_back_meanwhile(text: str, *_args: object, **_kwargs: object) -> bool:
+        asked.append(text)
+        manifest = t.registry.get_manifest(prod, images[1].digest)
+        t.registry.put_manifest(prod, "latest", manifest)
+        return True
+
+    monkeypatch.setattr(click, "confirm", someone_else_rolls_back_meanwhile)
+    result = cli(stack, "rollback", prod)
+
+    assert asked == [f"Move {prod}:latest from v0.3 to the previous version?"]
+    assert result.exit_code == 1
+    assert "LatestMoved" in result.output
+    assert "v0.2" in result.output
+    assert read_stage(t.registry, prod, VersionScheme()).latest == images[1].digest
+    assert t.ledger.releases(prod) == []
 
 
 def test_status_without_a_stack(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from image_cicd.local.registry import RegistryServer
 from image_cicd.locks import ThreadLocker
 from image_cicd.plan import ImageFacts, Plan
 from image_cicd.registry.client import RegistryClient
-from image_cicd.versions import LatestMoved, VersionScheme, promote, read_stage
+from image_cicd.versions import LatestMoved, VersionScheme, plan_rollback, promote, read_stage
 from image_cicd.workflow import Services, copy_to_stage, rollback_prod
 
 PROD = "ecr-prod/repo-1"
@@ -83,6 +83,40 @@ def test_a_plan_overtaken_by_another_change_fails_and_changes_nothing(
         rollback_prod(services, PROD, None, "rollback-a")  # a late retry of the first
 
     assert read_stage(services.registry, PROD, VersionScheme()).latest == images[0].digest
+
+
+def test_a_retry_that_finds_another_executions_move_records_nothing(
+    services: Services,
+) -> None:
+    # Given rollback A planned v0.3 -> v0.2 and died before moving
+    images = three_versions(services)
+    services.ledger.save_rollback_plan("rollback-a", plan_rollback(services.registry, PROD))
+    # and rollback B, started from v0.3 too, moved it and recorded the release
+    rollback_prod(services, PROD, None, "rollback-b", expected="v0.3")
+
+    # When A's retry finds latest where it planned to move it
+    with pytest.raises(LatestMoved, match="by rollback-b"):
+        rollback_prod(services, PROD, None, "rollback-a")
+
+    # Then there is one release record for the one move
+    assert [r.execution for r in services.ledger.releases(PROD)] == ["rollback-b"]
+    assert read_stage(services.registry, PROD, VersionScheme()).latest == images[1].digest
+
+
+def test_a_retry_after_a_move_that_was_not_recorded_records_it(services: Services) -> None:
+    # Given rollback A planned v0.3 -> v0.2, moved latest and died before recording
+    images = three_versions(services)
+    plan = services.ledger.save_rollback_plan("rollback-a", plan_rollback(services.registry, PROD))
+    manifest = services.registry.get_manifest(PROD, plan.to_digest)
+    services.registry.put_manifest(PROD, "latest", manifest)
+
+    again = rollback_prod(services, PROD, None, "rollback-a")
+
+    assert (again.from_version, again.to_version, again.moved) == ("v0.3", "v0.2", False)
+    assert [(r.execution, r.version) for r in services.ledger.releases(PROD)] == [
+        ("rollback-a", "v0.2")
+    ]
+    assert read_stage(services.registry, PROD, VersionScheme()).latest == images[1].digest
 
 
 def _plan(execution: str, digest: str) -> Plan:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from image_cicd.operator import wait_finished as finished
 from image_cicd.target import Target
 from image_cicd.versions import VersionScheme, read_stage
 
-REPOS = [f"repo-{n}" for n in range(1, 15)]
+REPOS = [f"repo-{n}" for n in range(1, 18)]
 FAILING_TESTS = "repo-5"  # its built-in checks require a label the images lack
 
 
@@ -448,6 +449,96 @@ def test_rollback_to_previous_named_and_nothing_left(t: Target) -> None:
 def test_rollback_of_a_repository_that_is_not_prod_is_refused(t: Target) -> None:
     desc = finished(t, start_rollback(t, "ecr-test/repo-1"))
     assert (desc["status"], desc["error"]) == ("FAILED", "BadInput")
+
+
+def prod_versions(t: Target, name: str, count: int) -> list[SyntheticImage]:
+    """PROD of `name` with versions v0.1..v0.<count>, latest at the newest."""
+    images = [build_image(layers=1, layer_size=20_000 + n) for n in range(count)]
+    for n, image in enumerate(images, 1):
+        tags = [f"v0.{n}", "latest"] if n == count else [f"v0.{n}"]
+        push_image(t.registry, f"ecr-prod/{name}", image, tags=tags)
+    return images
+
+
+def start_raw(t: Target, payload: dict[str, Any], name: str | None = None) -> str:
+    """A direct start-execution of the rollback machine, as the AWS CLI would do it."""
+    named = {"name": name} if name else {}
+    started = t.client("stepfunctions").start_execution(
+        stateMachineArn=t.rollback_arn, input=json.dumps(payload), **named
+    )
+    return str(started["executionArn"])
+
+
+def test_rollbacks_from_the_same_version_move_prod_once(t: Target) -> None:
+    # Given PROD at v0.3, and three rollbacks started together, each from v0.3
+    images = prod_versions(t, "repo-15", 3)
+    prod = "ecr-prod/repo-15"
+    with ThreadPoolExecutor(3) as pool:
+        arns = list(pool.map(lambda _: start_raw(t, {"repository": prod, "from": "v0.3"}), "abc"))
+    ended = [finished(t, arn) for arn in arns]
+
+    # Then one moved PROD to v0.2 and the others found it no longer at v0.3
+    assert sorted(d["status"] for d in ended) == ["FAILED", "FAILED", "SUCCEEDED"]
+    failed = [d for d in ended if d["status"] == "FAILED"]
+    assert {d["error"] for d in failed} == {"LatestMoved"}
+    assert all("v0.2" in d["cause"] and "v0.3" in d["cause"] for d in failed)
+    assert stage(t, prod)[1] == images[1].digest
+    assert [(r.kind, r.version) for r in t.ledger.releases(prod)] == [("ROLLBACK", "v0.2")]
+
+    # And one sent later from v0.3 (a second click) changes nothing either
+    late = finished(t, start_raw(t, {"repository": prod, "from": "v0.3"}))
+    assert (late["status"], late["error"]) == ("FAILED", "LatestMoved")
+    assert stage(t, prod)[1] == images[1].digest
+    assert len(t.ledger.releases(prod)) == 1
+
+
+def test_rollbacks_started_together_without_from_go_back_one_each(t: Target) -> None:
+    images = prod_versions(t, "repo-16", 3)
+    prod = "ecr-prod/repo-16"
+    with ThreadPoolExecutor(2) as pool:
+        arns = list(pool.map(lambda _: start_raw(t, {"repository": prod}), "ab"))
+    ended = [finished(t, arn) for arn in arns]
+
+    assert [d["status"] for d in ended] == ["SUCCEEDED", "SUCCEEDED"]
+    moves = sorted(json.loads(d["output"])["rollback"]["message"] for d in ended)
+    assert moves == ["Rollback from v0.2 to v0.1", "Rollback from v0.3 to v0.2"]
+    assert stage(t, prod)[1] == images[0].digest
+    releases = t.ledger.releases(prod)
+    assert [(r.kind, r.version) for r in releases] == [("ROLLBACK", "v0.1"), ("ROLLBACK", "v0.2")]
+    assert {r.execution for r in releases} == {arn.rsplit(":", 1)[-1] for arn in arns}
+
+
+def test_a_named_rollback_works_when_latest_was_moved_outside_the_tool(t: Target) -> None:
+    # Given PROD's latest moved by hand to an image that has no version tag
+    images = prod_versions(t, "repo-17", 2)
+    prod = "ecr-prod/repo-17"
+    stray = build_image(layers=1, layer_size=21_000)
+    push_image(t.registry, prod, stray, tags=["latest"])
+
+    # Then "the previous version" is refused, saying what is there now
+    unnamed = finished(t, start_rollback(t, prod))
+    assert (unnamed["status"], unnamed["error"]) == ("FAILED", "LatestUntagged")
+    assert stray.digest in unnamed["cause"]
+    assert stage(t, prod)[1] == stray.digest
+    # and so is a rollback from a version PROD does not run
+    moved = finished(t, start_raw(t, {"repository": prod, "to": "v0.1", "from": "v0.2"}))
+    assert (moved["status"], moved["error"]) == ("FAILED", "LatestMoved")
+    assert stray.digest in moved["cause"]
+    assert stage(t, prod)[1] == stray.digest
+
+    # But a named version works, from the digest that is there now too
+    named = finished(t, start_raw(t, {"repository": prod, "to": "v0.1", "from": stray.digest}))
+    assert named["status"] == "SUCCEEDED", named.get("cause")
+    out = json.loads(named["output"])["rollback"]
+    assert (out["from"], out["to"]) == (None, "v0.1")
+    assert stray.digest in out["message"]
+    assert stage(t, prod)[1] == images[0].digest
+    assert [(r.kind, r.version) for r in t.ledger.releases(prod)] == [("ROLLBACK", "v0.1")]
+
+    push_image(t.registry, prod, stray, tags=["latest"])
+    again = finished(t, start_rollback(t, prod, to="v0.2"))
+    assert again["status"] == "SUCCEEDED", again.get("cause")
+    assert stage(t, prod)[1] == images[1].digest
 
 
 def test_unknown_repository_is_a_named_error(t: Target) -> None:

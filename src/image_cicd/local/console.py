@@ -686,6 +686,8 @@ class Console:
                 ("Repository", _e(ex.input.get("repository", ""))),
                 ("Asked for", _e(ex.input.get("to") or "the previous version")),
             ]
+            if ex.input.get("from"):
+                rows.append(("Only from", _e(ex.input["from"])))
             if output:
                 rows += [
                     ("Result", _e(output.get("message", ""))),
@@ -925,7 +927,9 @@ class Console:
         return [v for v in state.ordered() if (self.scheme.parse(v) or (0, 0)) < key]
 
     def _rollback_form(self, name: str, prod: StageState | None) -> str:
-        if prod is None or prod.current is None:
+        """The versions `latest` can move to; only named ones if it is at an untagged
+        digest (moved outside the tool: there is no "previous" version)."""
+        if prod is None or prod.latest is None:
             return ""
         others = [v for v in reversed(prod.ordered()) if prod.versions[v] != prod.latest]
         if not others:
@@ -944,12 +948,18 @@ class Console:
 
     # -------------------------------------------------------------- rollback
 
-    def _token(self, repository: str, to: str, current: str) -> str:
-        message = f"rollback\n{repository}\n{to}\n{current}".encode()
+    def _token(self, repository: str, to: str, here: str, key: str) -> str:
+        message = f"rollback\n{repository}\n{to}\n{here}\n{key}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def rollback(self, req: Request) -> Reply:
-        """POST: first a confirmation page, then (confirm=yes + token) the rollback."""
+        """POST: first a confirmation page, then (confirm=yes + token) the rollback.
+
+        The confirmation carries where `latest` was (`from`) and a key of its own that
+        names the execution: posting it again, at once or later, starts nothing new
+        and shows the same execution. The rollback moves `latest` only if it is still
+        at `from` (else LatestMoved, shown on the execution's page).
+        """
         if len(req.body) > MAX_BODY:
             return self._message(413, "Request too large", "The form is too large.")
         form = {
@@ -964,6 +974,8 @@ class Console:
         if to and self.scheme.parse(to) is None:
             return self._message(400, "Not a version", f"{to!r} is not a version tag.")
         prod_repo = self.target.stage_repository(name, "PROD")
+        if form.get("confirm") == "yes":
+            return self._start(req, form, name, prod_repo, to)
         state = self._stage(prod_repo)
         if state is None:
             return self._message(503, "Registry unavailable", f"Cannot read {prod_repo}.")
@@ -973,7 +985,7 @@ class Console:
         else:
             older = self._older(state)
             target = older[-1] if older else None
-        if current is None or target is None or state.versions.get(target) == state.latest:
+        if state.latest is None or target is None or state.versions.get(target) == state.latest:
             return self._message(
                 409,
                 "Nothing to roll back",
@@ -981,50 +993,51 @@ class Console:
                 f"{to or 'older version'} to roll back to.",
                 f'<p><a href="{_e(self._url("/repositories"))}">Back to repositories</a></p>',
             )
-        if form.get("confirm") != "yes":
-            return self._confirm(name, prod_repo, to, current, target, state)
+        return self._confirm(name, prod_repo, to, target, state)
+
+    def _start(
+        self, req: Request, form: Mapping[str, str], name: str, prod_repo: str, to: str
+    ) -> Reply:
+        """The confirmed rollback: one execution per confirmation, however often posted."""
         origin = req.headers.get("origin")
         host = req.headers.get("host", "")
         if origin and origin not in (f"http://{host}", f"https://{host}"):
             return self._message(403, "Request not accepted", "The form came from another site.")
-        if form.get("from", current) != current:
-            return self._message(
-                409,
-                "PROD changed",
-                f"{prod_repo} moved to {current} since the confirmation page was shown; "
-                "nothing was changed.",
-                f'<p><a href="{_e(self._url("/repositories"))}">Back to repositories</a></p>',
-            )
-        token = form.get("csrf", "")
-        if not hmac.compare_digest(token.encode(), self._token(name, to, current).encode()):
+        here, key, token = form.get("from", ""), form.get("key", ""), form.get("csrf", "")
+        signed = self._token(name, to, here, key)
+        if not re.fullmatch(r"[0-9a-f]{16}", key) or not hmac.compare_digest(
+            token.encode(), signed.encode()
+        ):
             return self._message(
                 403,
                 "Request not accepted",
                 "The confirmation token is missing or wrong; nothing was changed.",
                 f'<p><a href="{_e(self._url("/repositories"))}">Back to repositories</a></p>',
             )
-        arn = start_rollback(self.target, prod_repo, to or None)
+        arn = start_rollback(self.target, prod_repo, to or None, expected=here or None, key=key)
         execution = arn.rsplit(":", 1)[-1]
         reply = Reply(303, b"", {**HEADERS, "Location": self._execution_url(execution)})
         return reply
 
-    def _confirm(
-        self, name: str, prod_repo: str, to: str, current: str, target: str, state: StageState
-    ) -> Reply:
+    def _confirm(self, name: str, prod_repo: str, to: str, target: str, state: StageState) -> Reply:
         title = f"Roll back {prod_repo}?"
+        latest = state.latest or ""
+        here, key = state.current or latest, secrets.token_hex(8)
+        where = f"<strong>{_e(state.current)}</strong>" if state.current else "an untagged image"
         body = (
             f'<section class="card" id="confirm"><h1>{_e(title)}</h1>'
             f"<p><code>latest</code> of <code>{_e(prod_repo)}</code> moves from "
-            f"<strong>{_e(current)}</strong> <code>{_e(_short(state.versions[current]))}</code> "
+            f'{where} <code title="{_e(latest)}">{_e(_short(latest))}</code> '
             f"to <strong>{_e(target)}</strong> <code>{_e(_short(state.versions[target]))}</code>."
             " Nothing is deleted; the rollback state machine does it and records the release."
             "</p>"
             f'<form method="post" action="{_e(self._url("/repositories/rollback"))}">'
             f'<input type="hidden" name="repository" value="{_e(name)}">'
             f'<input type="hidden" name="to" value="{_e(to)}">'
-            f'<input type="hidden" name="from" value="{_e(current)}">'
+            f'<input type="hidden" name="from" value="{_e(here)}">'
+            f'<input type="hidden" name="key" value="{key}">'
             '<input type="hidden" name="confirm" value="yes">'
-            f'<input type="hidden" name="csrf" value="{_e(self._token(name, to, current))}">'
+            f'<input type="hidden" name="csrf" value="{_e(self._token(name, to, here, key))}">'
             f'<button type="submit" class="danger">Roll back to {_e(target)}</button> '
             f'<a class="button plain" href="{_e(self._url("/repositories"))}">Cancel</a>'
             "</form></section>"
