@@ -102,6 +102,12 @@ class InvokeResult:
         return json.loads(self.payload)
 
 
+def _signal_name(number: int) -> str:
+    """How Lambda names the signal that killed a runtime: Go's names ("killed" for
+    SIGKILL, "segmentation fault" for SIGSEGV), which are the C library's, lower-cased."""
+    return (signal.strsignal(number) or f"signal {number}").lower()
+
+
 class LocalLambdaRuntime:
     """Runs handlers in child processes, one per invocation (thread-safe).
 
@@ -234,9 +240,7 @@ class LocalLambdaRuntime:
             reason = "Runtime exited without providing a reason"
             if frame is not None and frame[0] == b"X":
                 code = int(frame[1])
-                status = (
-                    f"signal: {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-                )
+                status = f"signal: {_signal_name(-code)}" if code < 0 else f"exit status {code}"
                 reason = f"Runtime exited with error: {status}"
             body = json.dumps(
                 {
