@@ -41,6 +41,7 @@ from typing import Any
 from image_cicd.images import SyntheticImage, build_image, push_image
 from image_cicd.local.registry import RegistryServer
 from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.copy import read_image
 
 ROOT = Path(__file__).resolve().parent.parent
 # The counted runs reuse the test suite's streaming proxy (tests/support/fault_proxy.py,
@@ -87,6 +88,25 @@ _, status, usage = os.wait4(pid, 0)
 wall = time.perf_counter() - started
 with open(out, "w") as f:
     f.write("%d %r %d" % (os.waitstatus_to_exitcode(status), wall, usage.ru_maxrss))
+"""
+
+
+# The content check as Run tests runs it (builtin_checks, no other check configured),
+# in a child process of its own: its in-process seconds, its result, its peak RSS.
+CONTENT_CHECK = """
+import json, sys, time
+from image_cicd.checks import builtin_checks
+from image_cicd.config import RepositoryTests
+from image_cicd.registry.client import RegistryClient
+class NoScans:
+    def severity_counts(self, repository, digest):
+        return None
+url, repository, digest = sys.argv[1:4]
+client = RegistryClient(url)
+started = time.perf_counter()
+[content] = builtin_checks(client, repository, digest, RepositoryTests(), NoScans())
+seconds = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "passed": content.passed, "detail": content.detail}))
 """
 
 
@@ -232,6 +252,39 @@ class Tools:
         run = run_child(cmd, env=env)
         if run.returncode != 0:
             raise CopyFailed(f"{' '.join(cmd)} -> {run.returncode}\n{run.stderr[-2000:]}")
+        return Sample(run.wall, None, run.maxrss_kib / 1024)
+
+    def skopeo_to_dir(self, src: str, cache: Path) -> Sample:
+        """`skopeo copy` to a `dir:` (reads every blob and checks its digest, writes it)."""
+        self._caches += 1
+        target = self.cache_root / f"dir-{self._caches}"  # writable by skopeo's user
+        args = ["copy", "--quiet", "--src-tls-verify=false", f"docker://{src}", f"dir:{target}"]
+        cmd, env = self._skopeo_cmd(args, cache)
+        run = run_child(cmd, env=env)
+        if run.returncode != 0:
+            raise CopyFailed(f"{' '.join(cmd)} -> {run.returncode}\n{run.stderr[-2000:]}")
+        shutil.rmtree(target, ignore_errors=True)
+        return Sample(run.wall, None, run.maxrss_kib / 1024)
+
+    # content check and its peers ----------------------------------------------------
+
+    def content_check(self, url: str, repository: str, digest: str) -> Sample:
+        run = run_child([sys.executable, "-c", CONTENT_CHECK, url, repository, digest])
+        if run.returncode != 0:
+            raise CopyFailed(f"content check -> {run.returncode}\n{run.stderr[-2000:]}")
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        if not result["passed"]:
+            raise CopyFailed(f"the content check failed on an intact image: {result['detail']}")
+        return Sample(run.wall, float(result["seconds"]), run.maxrss_kib / 1024, result)
+
+    @staticmethod
+    def sha256sum(files: Mapping[str, Path]) -> Sample:
+        """`sha256sum` of the blob files in the registry's storage; each must match."""
+        run = run_child(["sha256sum", *(str(f) for f in files.values())])
+        sums = dict(line.split(maxsplit=1)[::-1] for line in run.stdout.splitlines())
+        wrong = [d for d, f in files.items() if "sha256:" + sums.get(str(f), "") != d]
+        if run.returncode != 0 or wrong:
+            raise CopyFailed(f"sha256sum -> {run.returncode}, mismatched {wrong}: {run.stderr}")
         return Sample(run.wall, None, run.maxrss_kib / 1024)
 
     def skopeo_startup(self) -> ChildRun:
@@ -467,6 +520,63 @@ def cross_registry(setup: Setup, tag: str, small_tag: str) -> dict[str, Measurem
     return out
 
 
+def content_check(setup: Setup, tag: str) -> dict[str, Measurement]:
+    """Run tests' content check of the single image in registry A, against peers that
+    read the same bytes: sha256sum of the blob files, skopeo copy to a dir:."""
+    tools, a = setup.tools, setup.a
+    client = RegistryClient(a.url)
+    try:
+        image = read_image(client, "ecr-dev/repo-1", setup.digests[tag])
+    finally:
+        client.close()
+    root = a.storage_dir / "data/docker/registry/v2/blobs/sha256"
+    files = {b.digest: root / b.digest[7:9] / b.digest[7:] / "data" for b in image.blobs}
+    methods = {
+        "image-cicd content check": "builtin_checks: every blob over HTTP, 4 at a time, hashed",
+        "sha256sum blob files": "the same bytes from the registry's storage, one process",
+        "skopeo copy to dir:": "skopeo reads and verifies every blob, and writes it to disk",
+    }
+    out = {
+        m: Measurement(m, "skopeo" if "skopeo" in m else m.split()[0], note=n)
+        for m, n in methods.items()
+    }
+    src = f"{a.host}/ecr-dev/repo-1:{tag}"
+    for k in range(1, setup.runs + 1):
+        for method in methods:
+            settle()
+            if method == "image-cicd content check":
+                sample = tools.content_check(a.url, "ecr-dev/repo-1", setup.digests[tag])
+            elif method == "sha256sum blob files":
+                sample = tools.sha256sum(files)
+            else:
+                sample = tools.skopeo_to_dir(src, tools.fresh_cache())
+            out[method].samples.append(sample)
+            log(f"  run {k} check  {method:24} wall {sample.wall:7.3f} s")
+    return out
+
+
+def content_table(
+    title: str, rows: Mapping[str, Measurement], image_bytes: int, skopeo_startup: float
+) -> list[str]:
+    check = rows["image-cicd content check"]
+    check_s = check.copy_time(skopeo_startup)
+    header = (
+        f"{'tool':<26} {'wall s':>8} {'work s':>8} {'MB/s':>7} {'peak RSS':>9} {'check/this':>11}"
+    )
+    lines = [title, header, "-" * len(header)]
+    for m in rows.values():
+        work = m.wall if m.tool == "sha256sum" else m.copy_time(skopeo_startup)
+        lines.append(
+            f"{m.label:<26} {m.wall:8.3f} {work:8.3f} {image_bytes / MB / work:7.0f} "
+            f"{m.rss_mib:6.1f} MiB {_ratio(check_s / work):>11}"
+        )
+    lines.append(
+        "work s: the content check's own seconds (no start-up); sha256sum: wall; "
+        "skopeo: wall minus its start-up. check/this: how many times longer the check takes."
+    )
+    return [*lines, ""]
+
+
 # -- report ---------------------------------------------------------------------------
 
 
@@ -530,6 +640,28 @@ def machine() -> dict[str, Any]:
 
 
 # -- main -----------------------------------------------------------------------------
+
+
+def _content_report(
+    rows: Mapping[str, Measurement], image_bytes: int, skopeo_startup: float
+) -> dict[str, Any]:
+    check = rows["image-cicd content check"]
+    check_s = check.copy_time(skopeo_startup)
+    report: dict[str, Any] = {"image_bytes": image_bytes}
+    for label, m in rows.items():
+        work = m.wall if m.tool == "sha256sum" else m.copy_time(skopeo_startup)
+        report[label] = {
+            "wall_s": round(m.wall, 4),
+            "work_s": round(work, 4),
+            "mb_per_s": round(image_bytes / MB / work, 1),
+            "peak_rss_mib": round(m.rss_mib, 1),
+            "check_time_ratio": round(check_s / work, 2),
+            "wall_samples": [round(s.wall, 4) for s in m.samples],
+            "rss_samples_mib": [round(s.rss_mib, 1) for s in m.samples],
+            "note": m.note,
+        }
+    report["image-cicd content check"]["detail"] = (check.samples[0].result or {}).get("detail")
+    return report
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -613,6 +745,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         promo_index = same_registry(setup, "index", "multi")
         log("cross registry")
         cross = cross_registry(setup, "single", "small")
+        log("content check")
+        checked = content_check(setup, "single")
         skopeo_version = tools.skopeo_version()
 
     runtime = time.perf_counter() - bench_started
@@ -681,6 +815,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cross["skopeo"],
         skopeo_startup,
     )
+    lines += content_table(
+        f"3. content check of the {args.size_mb} MB single-platform image in registry A "
+        "(every blob read and hashed)",
+        checked,
+        single.size,
+        skopeo_startup,
+    )
     lines += [
         f"start-up: image-cicd --help {startup_median:.3f} s (median of {len(startup)}); "
         f"skopeo --version {skopeo_startup:.3f} s",
@@ -723,6 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for case, results in (("single", promo_single), ("index", promo_index))
         },
         "cross_registry": {m: r.as_dict(skopeo_startup) for m, r in cross.items()},
+        "content_check": _content_report(checked, single.size, skopeo_startup),
         "targets": targets,
         "skopeo_cache": {
             "how": "skopeo run as uid 65534 with XDG_DATA_HOME=<temp dir>"
