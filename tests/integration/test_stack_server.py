@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -212,3 +213,48 @@ def test_a_delivery_with_the_secret_is_passed_on(served: Any, hook: str) -> None
     body = json.dumps(notification).encode()
     assert _deliver(server.port, hook, body, {HOOK_HEADER: HOOK_SECRET}) == 200
     assert delivered == [notification]
+
+
+def _sns_notification(topic: str = "arn:aws:sns:us-east-1:123456789012:approvals") -> bytes:
+    return json.dumps(
+        {
+            "Type": "Notification",
+            "TopicArn": topic,
+            "Subject": "Approval needed",
+            "Message": "Open https://evil.example/approvals/x to approve",
+            "Timestamp": "2026-12-01T00:00:00Z",
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "path", ["/_events/sns", "/_events/sns/", "/_events/sns/guess", "/_events/sns/x/y"]
+)
+def test_an_sns_delivery_to_another_url_than_the_subscribed_one_is_refused(
+    served: Any, path: str
+) -> None:
+    server, _, _ = served
+    headers = {"x-amz-sns-message-type": "Notification", HOOK_HEADER: HOOK_SECRET}
+
+    assert _deliver(server.port, path, _sns_notification(), headers) == 401
+    assert server.inbox.messages() == []
+
+
+def test_an_sns_delivery_to_the_subscribed_url_reaches_the_inbox_and_no_log(
+    served: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _, _ = served
+    endpoint = server.sns_endpoint
+    path = endpoint.removeprefix(server.url)
+    secret = path.rsplit("/", 1)[-1]
+    assert endpoint.startswith(f"{server.url}/_events/sns/")
+    assert len(secret) >= 32
+    caplog.set_level(logging.DEBUG, logger="image_cicd.local.server")
+
+    assert _deliver(server.port, path, _sns_notification(), {}) == 200
+    assert _deliver(server.port, path, b"not json", {}) == 400
+    assert _deliver(server.port, path, b"[]", {}) == 400
+
+    assert [m["subject"] for m in server.inbox.messages()] == ["Approval needed"]
+    assert "/_events/sns/" in caplog.text
+    assert secret not in caplog.text

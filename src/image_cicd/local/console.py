@@ -795,14 +795,7 @@ class Console:
             for a in decided
         )
         messages = list(reversed(self.inbox.messages())) if self.inbox is not None else []
-        message_html = "".join(
-            f'<div class="message" data-topic="{_e(str(m.get("topic", "")).rsplit(":", 1)[-1])}">'
-            f"<strong>{_e(m.get('subject') or '(no subject)')}</strong> "
-            f'<span class="muted">{_e(str(m.get("topic", "")).rsplit(":", 1)[-1])} · '
-            f"{_e(m.get('at', ''))}</span>"
-            f"<pre>{_linkify(str(m.get('message', '')))}</pre></div>"
-            for m in messages[:MAX_ROWS]
-        )
+        message_html = "".join(self._message_html(m) for m in messages[:MAX_ROWS])
         body = (
             '<h1>Approvals</h1><p class="sub">What waits for a decision, what was decided, '
             "and the messages the approvals and notifications topics delivered.</p>"
@@ -829,6 +822,28 @@ class Console:
             + "</section>"
         )
         return self._page(200, "Approvals", "approvals", body)
+
+    def _message_html(self, m: dict[str, Any]) -> str:
+        """One inbox message. What this stack cannot have sent (another topic, or a link
+        outside its approval endpoint) is marked unverified and its links are not links."""
+        topic, text = str(m.get("topic", "")), str(m.get("message", ""))
+        outputs = self.target.outputs
+        topics = {outputs.get("ApprovalsTopicArn"), outputs.get("NotificationsTopicArn")} - {None}
+        base = outputs.get("ApprovalBaseUrl") or ""
+        own = topic in topics and all(base and u.startswith(base) for u in _URL.findall(text))
+        mark = (
+            ""
+            if own
+            else ' <span class="badge s-failed" title="another topic, or links to other hosts'
+            " than this stack's approval endpoint\">unverified: not from this stack</span>"
+        )
+        return (
+            f'<div class="message" data-topic="{_e(topic.rsplit(":", 1)[-1])}" '
+            f'data-verified="{"true" if own else "false"}">'
+            f"<strong>{_e(m.get('subject') or '(no subject)')}</strong>{mark} "
+            f'<span class="muted">{_e(topic.rsplit(":", 1)[-1])} · {_e(m.get("at", ""))}</span>'
+            f"<pre>{_linkify(text) if own else _e(text)}</pre></div>"
+        )
 
     # ----------------------------------------------------------- repositories
 

@@ -4,8 +4,10 @@
   request into an HTTP API (v2) event, invokes the approval-api Lambda through the
   Lambda API, and turns its answer back into HTTP.
 - `/_events/registry`: the registry's notification webhook (the trigger path).
-- `/_events/sns`: SNS `http` deliveries of the approvals and notifications topics,
-  kept in the local inbox.
+- `/_events/sns/<secret>`: SNS `http` deliveries of the approvals and notifications
+  topics, kept in the local inbox. moto's SNS cannot send a header, so the stack
+  subscribes with a URL that carries a secret of this start (`sns_endpoint`): a POST
+  by anyone else is refused and reaches no inbox. The secret is never logged.
 - `/_events/aws`: EventBridge events of the local AWS services (Step Functions'
   execution status changes, from the moto server), routed to the template's rules.
 - everything else: the local console, when one is attached.
@@ -17,6 +19,7 @@ import base64
 import hmac
 import json
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 # takes more.
 MAX_BODY_BYTES = 256 * 1024
 HOOK_HEADER = "X-Image-Cicd-Hook"
+SNS_HOOK = "/_events/sns/"
 
 Handler = Callable[["Request"], "Reply"]
 
@@ -157,6 +161,7 @@ class StackServer:
         self.hook_secret = hook_secret
         self.on_aws_event = on_aws_event  # EventBridge events of the local AWS services
         self.extra: list[tuple[str, Handler]] = []  # (path prefix, handler): the console
+        self._sns_secret = secrets.token_urlsafe(32)  # in SNS's delivery URL only
         self._httpd = _Listener(("127.0.0.1", port), self._handler_class())
         self._thread: threading.Thread | None = None
 
@@ -167,6 +172,16 @@ class StackServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def sns_endpoint(self) -> str:
+        """The URL to subscribe the stack's topics with (server to server: it holds the
+        secret that makes a delivery the stack's own; show it to no one)."""
+        return f"{self.url}{SNS_HOOK}{self._sns_secret}"
+
+    def loggable(self, path: str) -> str:
+        """`path` as it may be logged: without the SNS delivery secret."""
+        return SNS_HOOK + "…" if path.startswith(SNS_HOOK) else path
 
     def mount(self, prefix: str, handler: Handler) -> None:
         self.extra.append((prefix, handler))
@@ -208,7 +223,10 @@ class StackServer:
         (a browser's cross-site POST carries an Origin header)."""
         if req.method != "POST" or "origin" in req.headers:
             return Reply(403, "forbidden", {"Content-Type": "text/plain"})
-        if req.path == "/_events/sns":
+        if req.path.startswith(SNS_HOOK) or req.path == SNS_HOOK.rstrip("/"):
+            given = req.path[len(SNS_HOOK) :]
+            if not hmac.compare_digest(given.encode(), self._sns_secret.encode()):
+                return Reply(401, "unauthorized", {"Content-Type": "text/plain"})
             return self._sns(req)
         hooks = {"/_events/registry": self.on_registry_event, "/_events/aws": self.on_aws_event}
         hook = hooks.get(req.path)
@@ -229,7 +247,12 @@ class StackServer:
         return Reply(200)
 
     def _sns(self, req: Request) -> Reply:
-        body = json.loads(req.body or b"{}")
+        try:
+            body = json.loads(req.body or b"{}")
+        except ValueError:
+            return Reply(400, "not JSON", {"Content-Type": "text/plain"})
+        if not isinstance(body, dict):
+            return Reply(400, "not a JSON object", {"Content-Type": "text/plain"})
         kind = req.headers.get("x-amz-sns-message-type") or body.get("Type", "")
         if kind == "SubscriptionConfirmation":
             return Reply(200)  # moto confirms http subscriptions by itself
@@ -266,7 +289,10 @@ class StackServer:
             protocol_version = "HTTP/1.1"
 
             def log_message(self, format: str, *args: Any) -> None:
-                log.debug("%s " + format, self.client_address[0], *args)
+                line = format % args
+                if server._sns_secret in line:  # the request line of an SNS delivery
+                    line = line.replace(server._sns_secret, "…")
+                log.debug("%s %s", self.client_address[0], line)
 
             def _body(self) -> bytes | Reply:
                 """The request body, or the answer that refuses it before it is read."""
@@ -300,7 +326,9 @@ class StackServer:
                     try:
                         reply = server.handle(req)
                     except Exception:
-                        log.exception("error serving %s %s", self.command, url.path)
+                        log.exception(
+                            "error serving %s %s", self.command, server.loggable(url.path)
+                        )
                         reply = Reply(500, "internal error", {"Content-Type": "text/plain"})
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
@@ -310,7 +338,8 @@ class StackServer:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(reply.body)
-                log.debug("%s %s %.3fs", self.command, url.path, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                log.debug("%s %s %.3fs", self.command, server.loggable(url.path), seconds)
 
             do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
 

@@ -229,9 +229,7 @@ class LocalStack:
         self.server.routes = [r for routes in self.deployment.http_apis.values() for r in routes]
         sns = self.aws.client("sns")
         for topic in self.deployment.topics.values():
-            sns.subscribe(
-                TopicArn=topic, Protocol="http", Endpoint=f"{self.server.url}/_events/sns"
-            )
+            sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=self.server.sns_endpoint)
         self.runner = PipelineRunner(
             self.deployment.pipelines,
             self.deployment.rules,
