@@ -380,16 +380,16 @@ def copy_to_stage(services: Services, plan: Plan, stage: Step, *, workers: int =
     if stage == "TEST":
         services.ledger.update_promotion(plan.execution, test_version=result.version)
     else:
-        # A retry of this step finds `latest` moved already (latest_moved is False):
-        # the promotion record, which the first attempt updated before recording the
-        # release, says it was this execution's move.
-        before = services.ledger.get_promotion(plan.execution)
+        # A retry of this step after an attempt that died once `latest` had moved finds
+        # it moved already (latest_moved is False) with no release saying so: the
+        # newest release is of another digest. That move was this execution's.
         services.ledger.update_promotion(plan.execution, prod_version=result.version)
-        retried = before.prod_version == result.version and result.previous_digest == plan.digest
-        recorded = any(
-            r.execution == plan.execution for r in services.ledger.releases(target, limit=20)
+        releases = services.ledger.releases(target, limit=20)
+        recorded = any(r.execution == plan.execution for r in releases)
+        unrecorded = result.previous_digest == plan.digest and (
+            not releases or releases[0].digest != plan.digest
         )
-        if (result.latest_moved or retried) and not recorded:
+        if (result.latest_moved or unrecorded) and not recorded:
             services.ledger.record_release(
                 Release(
                     repository=target,

@@ -1,11 +1,13 @@
-"""A Lambda worker killed in the middle of Copy to TEST, on the real local stack.
+"""A Lambda worker killed in the middle of a copy, on the real local stack.
 
 The copy function reaches the registry through a proxy that holds its request to move
-TEST's `latest` (so the version tag is written, `latest` is not) and names the sandbox
-process that sent it; the test kills that process with SIGKILL, as Lambda kills a
-runtime that runs out of memory. The execution must go on after a retry, TEST must
-end with one version for the digest and `latest` on it, and the dead holder's lock
-must not keep the next holder waiting longer than a short lease.
+the stage's `latest` (so the version tag is written, `latest` is not; or `latest` is
+moved and the function does not learn it) and names the sandbox process that sent
+it; the test kills that process with SIGKILL, as Lambda kills a runtime that runs out
+of memory. The execution must go on after a retry, the stage must end with one
+version for the digest and `latest` on it (and PROD with one release record), and
+the dead holder's lock must not keep the next holder waiting longer than a short
+lease.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from image_cicd.versions import VersionScheme, read_stage
 NAME = "repo-1"
 TEST_REPO = f"ecr-test/{NAME}"
 COPY_FUNCTION = "image-cicd-RetagAndCopyManifestFunction"
+PROMOTE_FUNCTION = "image-cicd-PromoteToProdFunction"
 # The lease the functions take (src/image_cicd/wiring.py); a dead holder's lock is free
 # this long after its last heartbeat.
 LEASE_SECONDS = 15
@@ -37,7 +40,9 @@ LEASE_SECONDS = 15
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path_factory.mktemp("stack"), parameters={"Repositories": NAME}) as s:
+    with LocalStack(
+        tmp_path_factory.mktemp("stack"), parameters={"Repositories": f"{NAME},repo-2"}
+    ) as s:
         yield s
 
 
@@ -53,14 +58,14 @@ def proxy(stack: LocalStack) -> Iterator[HoldingProxy]:
         yield running
 
 
-def _route_copies_through(t: Target, url: str) -> Callable[[], None]:
+def _route_through(t: Target, function: str, url: str) -> Callable[[], None]:
     lam = t.client("lambda")
-    before = lam.get_function_configuration(FunctionName=COPY_FUNCTION)["Environment"]
+    before = lam.get_function_configuration(FunctionName=function)["Environment"]
     lam.update_function_configuration(
-        FunctionName=COPY_FUNCTION,
+        FunctionName=function,
         Environment={"Variables": {**before["Variables"], "REGISTRY_URL": url}},
     )
-    return lambda: lam.update_function_configuration(FunctionName=COPY_FUNCTION, Environment=before)
+    return lambda: lam.update_function_configuration(FunctionName=function, Environment=before)
 
 
 def _lock(t: Target, repository: str) -> dict[str, Any] | None:
@@ -94,7 +99,7 @@ def test_a_worker_killed_after_writing_the_version_tag_is_retried_and_finishes_i
     assert pending_approval(t, execution, wait_seconds=120) is not None, "no TEST approval"
 
     held = proxy.hold("PUT", f"/v2/{TEST_REPO}/manifests/latest")
-    undo = _route_copies_through(t, proxy.url)
+    undo = _route_through(t, COPY_FUNCTION, proxy.url)
     try:
         _, answer = approve(t, execution, "APPROVED", "ana@example.com", comment="go")
         assert answer.status == 200, answer.page
@@ -136,3 +141,44 @@ def test_a_worker_killed_after_writing_the_version_tag_is_retried_and_finishes_i
     assert answer.status == 200, answer.page
     assert finished(t, arn)["status"] == "FAILED"
     assert _lock(t, TEST_REPO) is None
+
+
+def test_a_worker_killed_after_moving_prods_latest_is_retried_and_records_the_release(
+    t: Target, proxy: HoldingProxy
+) -> None:
+    name, prod = "repo-2", "ecr-prod/repo-2"
+    image = build_image(layers=2, layer_size=30_000)
+    push_image(t.registry, f"ecr-dev/{name}", image, tags=["candidate"])
+    arn = start_promotion(t, f"ecr-dev/{name}", image.digest)
+    execution = arn.rsplit(":", 1)[-1]
+    assert pending_approval(t, execution, wait_seconds=120) is not None, "no TEST approval"
+    _, answer = approve(t, execution, "APPROVED", "ana@example.com", comment="test it")
+    assert answer.status == 200, answer.page
+    assert pending_approval(t, execution, wait_seconds=120) is not None, "no PROD approval"
+
+    held = proxy.hold("PUT", f"/v2/{prod}/manifests/latest", forward=True)
+    undo = _route_through(t, PROMOTE_FUNCTION, proxy.url)
+    try:
+        _, answer = approve(t, execution, "APPROVED", "ana@example.com", comment="ship it")
+        assert answer.status == 200, answer.page
+        held.wait(timeout=120)
+        # PROD runs the image; the function has not heard so, nor recorded the release.
+        before = read_stage(t.registry, prod, VersionScheme())
+        assert (before.versions, before.latest) == ({"v0.1": image.digest}, image.digest)
+        os.kill(held.sender(proxy.port), signal.SIGKILL)
+        proxy.release_all()
+        desc = finished(t, arn, timeout=180)
+    finally:
+        proxy.release_all()
+        undo()
+
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    assert _failed_tasks(t, arn) == ["Runtime.ExitError"]
+    after = read_stage(t.registry, prod, VersionScheme())
+    assert (after.versions, after.latest) == ({"v0.1": image.digest}, image.digest)
+    releases = t.ledger.releases(prod)
+    assert [(r.kind, r.version, r.digest, r.execution) for r in releases] == [
+        ("PROMOTION", "v0.1", image.digest, execution)
+    ]
+    assert t.ledger.get_promotion(execution).prod_version == "v0.1"
+    assert _lock(t, prod) is None

@@ -1,10 +1,12 @@
 """A registry proxy that stops one chosen request in flight, to kill its sender there.
 
 :class:`HoldingProxy` forwards everything (it is a :class:`FaultProxy` without faults)
-except the first request matching ``hold(method, path)``: that one is never forwarded,
-and the proxy says which process sent it (:meth:`Held.sender`), so a test can kill
-that process at exactly that point - after everything it did before, before what that
-request would have done. Once released the held request's connection is dropped.
+but holds the first request matching ``hold(method, path)``: that one is not
+forwarded (or, with ``forward=True``, forwarded and its answer held back), and the
+proxy says which process sent it (:meth:`Held.sender`), so a test can kill that
+process at exactly that point - after everything it did before, before what that
+request does (or before it learns that it was done). Once released, the held
+request's connection is dropped without an answer.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from support.fault_proxy import FaultProxy, ProxyHandler
 class Held:
     """The request a :class:`HoldingProxy` holds, once it arrives."""
 
-    def __init__(self, method: str, path: str) -> None:
+    def __init__(self, method: str, path: str, *, forward: bool) -> None:
         self.method = method
         self.path = path
+        self.forward = forward
         self.client_port: int | None = None
         self.arrived = threading.Event()
         self.released = threading.Event()
@@ -45,9 +48,10 @@ class HoldingProxy(FaultProxy):
         self._holds: list[Held] = []
         self._holds_lock = threading.Lock()
 
-    def hold(self, method: str, path: str) -> Held:
-        """Hold the next ``method path`` request (the path without its query)."""
-        held = Held(method, path)
+    def hold(self, method: str, path: str, *, forward: bool = False) -> Held:
+        """Hold the next ``method path`` request (the path without its query): before
+        forwarding it, or with ``forward`` after, holding back the registry's answer."""
+        held = Held(method, path, forward=forward)
         with self._holds_lock:
             self._holds.append(held)
         return held
@@ -68,15 +72,29 @@ class HoldingProxy(FaultProxy):
                 self._holds.remove(held)
         if held is None:
             return super().answer(handler, body)
+        if held.forward:
+
+            def hold_the_answer(
+                status: int, headers: list[tuple[str, str]]
+            ) -> tuple[int, list[tuple[str, str]]]:
+                self._hold(held, handler)
+                raise ConnectionAbortedError("the held answer is not relayed")
+
+            handler.forward(body, on_response=hold_the_answer)
+            return True
         for _ in body or ():
             pass  # the whole request arrived: its sender is waiting for the answer
+        self._hold(held, handler)
+        return True
+
+    @staticmethod
+    def _hold(held: Held, handler: ProxyHandler) -> None:
         held.client_port = handler.client_address[1]
         held.arrived.set()
         held.released.wait()
         handler.close_connection = True
         with contextlib.suppress(OSError):
             handler.connection.shutdown(socket.SHUT_RDWR)
-        return True
 
     def stop(self) -> None:
         self.release_all()
