@@ -79,6 +79,25 @@ def test_same_digest_twice_keeps_its_version(client: RegistryClient) -> None:
     assert stage(client) == ({"v0.1": a.digest}, a.digest)
 
 
+def test_a_promotion_after_a_dead_attempt_finishes_it_without_a_new_version(
+    client: RegistryClient, dynamodb_locker: DynamoDBLocker
+) -> None:
+    """An attempt killed after tagging B (v0.2) and before moving `latest` left the tag:
+    the retry (or a later promotion of B) keeps v0.2 and moves `latest` to it."""
+    a, b = pushed(client, 2)
+    promote(client, DEV, a.digest, client, PROD, locker=dynamodb_locker)
+    dead = promote(client, DEV, b.digest, client, PROD, locker=dynamodb_locker)
+    client.put_manifest(PROD, "latest", client.get_manifest(PROD, a.digest))  # as it was
+    assert stage(client) == ({"v0.1": a.digest, "v0.2": b.digest}, a.digest)
+
+    retried = promote(client, DEV, b.digest, client, PROD, locker=dynamodb_locker)
+
+    assert (retried.version, retried.new_version, retried.latest_moved) == ("v0.2", False, True)
+    assert retried.previous_version == "v0.1"
+    assert retried.version == dead.version
+    assert stage(client) == ({"v0.1": a.digest, "v0.2": b.digest}, b.digest)
+
+
 def test_custom_format(client: RegistryClient) -> None:
     a, b = pushed(client, 2)
     scheme = VersionScheme("release-{minor}")
