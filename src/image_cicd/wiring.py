@@ -20,6 +20,14 @@ from image_cicd.locks import DynamoDBLocker
 from image_cicd.registry.connect import registry_from_url
 from image_cicd.workflow import Services
 
+# LEASE_SECONDS < LOCK_WAIT_SECONDS < the timeout of every function that takes a lock
+# (tests/infra/test_lease_timing.py): a holder renews its lease by a heartbeat while it
+# lives; a dead holder's lease runs out within LEASE_SECONDS, which a waiter outlasts and
+# takes over; LockBusy (which the state machines retry) means a live holder, and is
+# raised before the waiting function is killed.
+LEASE_SECONDS = 15
+LOCK_WAIT_SECONDS = 45
+
 
 @functools.cache
 def client(service: str) -> Any:
@@ -51,10 +59,11 @@ def services() -> Services:
             settings.registry_url, None if settings.registry_url else client("ecr")
         ),
         ledger=Ledger(settings.ledger_table, dynamodb),
-        # lease 15 s < wait 45 s < every function's timeout (60 s and more): a holder
-        # renews its lease by a heartbeat while it lives, a dead holder's lease runs
-        # out within 15 s, which a waiter outlasts and takes over; LockBusy (which the
-        # state machines retry) means a live holder, raised before the function is killed.
-        locker=DynamoDBLocker(settings.ledger_table, dynamodb, lease_seconds=15, wait_seconds=45),
+        locker=DynamoDBLocker(
+            settings.ledger_table,
+            dynamodb,
+            lease_seconds=LEASE_SECONDS,
+            wait_seconds=LOCK_WAIT_SECONDS,
+        ),
         publish=publish,
     )

@@ -28,14 +28,12 @@ from image_cicd.operator import approve, pending_approval, start_promotion
 from image_cicd.operator import wait_finished as finished
 from image_cicd.target import Target
 from image_cicd.versions import VersionScheme, read_stage
+from image_cicd.wiring import LEASE_SECONDS  # how long a dead holder keeps its lock
 
 NAME = "repo-1"
 TEST_REPO = f"ecr-test/{NAME}"
 COPY_FUNCTION = "image-cicd-RetagAndCopyManifestFunction"
 PROMOTE_FUNCTION = "image-cicd-PromoteToProdFunction"
-# The lease the functions take (src/image_cicd/wiring.py); a dead holder's lock is free
-# this long after its last heartbeat.
-LEASE_SECONDS = 15
 
 
 @pytest.fixture(scope="module")
