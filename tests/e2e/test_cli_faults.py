@@ -127,7 +127,8 @@ def test_when_moto_has_died_every_command_says_so(doomed: LocalStack) -> None:
 
 
 def test_status_names_a_dead_registry_and_a_stopped_server(doomed: LocalStack) -> None:
-    assert doomed.registry is not None and doomed.server is not None
+    assert doomed.registry is not None
+    assert doomed.server is not None
     kill(doomed.registry.pid)
     one_clear_line(cli(doomed, "local", "status"), "registry is down")
 
