@@ -153,6 +153,13 @@ def describe_current(approval: ApprovalRequest) -> str:
     return f"{version} ({approval.current.digest})"
 
 
+def version_label(approval: ApprovalRequest) -> str:
+    """The version in a few characters: `v0.4`, `v0.4 (estimate)` or empty."""
+    if approval.version is None:
+        return ""
+    return approval.version + ("" if approval.version_assigned else " (estimate)")
+
+
 def describe_version(approval: ApprovalRequest) -> str:
     """The version the image will get in the target, in words: certain only when the
     digest has it there already (see ApprovalRequest)."""
@@ -196,9 +203,7 @@ def ascii_line(text: str) -> str:
 
 def format_message(approval: ApprovalRequest, link: str) -> tuple[str, str]:
     """Subject (ASCII, at most 100 characters, as SNS requires) and plain-text body."""
-    version = approval.version or "a new version"
-    if approval.version and not approval.version_assigned:
-        version += " (estimate)"
+    version = version_label(approval) or "a new version"
     subject = ascii_line(f"Approval needed: {approval.repository} -> {approval.stage} as {version}")
     if len(subject) > SUBJECT_MAX:
         subject = subject[: SUBJECT_MAX - 3] + "..."

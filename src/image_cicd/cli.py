@@ -764,6 +764,7 @@ def approve(
     ctx: Context, execution: str, reject: bool, comment: str, approver: str, wait: float
 ) -> None:
     """Approve (or --reject) what EXECUTION waits for, through the approval endpoint."""
+    from image_cicd.approvals import version_label
     from image_cicd.operator import approve as decide
 
     name = execution.rsplit(":", 1)[-1]
@@ -782,7 +783,7 @@ def approve(
     verb = "rejected" if reject else "approved"
     click.echo(
         f"{approval.stage} {verb} by {approver}: {approval.target_repository} "
-        f"{approval.version or ''} ({_short(approval.digest)})"
+        f"{version_label(approval)} ({_short(approval.digest)})"
     )
 
 

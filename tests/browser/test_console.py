@@ -106,6 +106,7 @@ def test_approve_from_the_inbox_and_watch_the_graph(
     page.goto(f"{console}/approvals")
     row = page.locator(f'#pending tr[data-execution="{execution}"]')
     expect(row).to_be_visible()
+    expect(row).to_contain_text("v0.1 (estimate)")
     expect(page.locator("#inbox")).to_contain_text(execution)
     row.locator("a.approval-link").click()
 

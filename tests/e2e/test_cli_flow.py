@@ -96,7 +96,7 @@ def test_push_trigger_approve_promote_and_roll_back(stack: LocalStack, t: Target
     assert t.ledger.list_approvals("PENDING")[0].execution == execution
 
     out = ok(stack, "approve", execution, "--as", "ana@example.com", "--comment", "ok")
-    assert "TEST approved by ana@example.com" in out
+    assert "TEST approved by ana@example.com: ecr-test/repo-1 v0.1 (estimate)" in out
     shown = wait_show(stack, execution, "waiting")
     states = {s["name"]: s["status"] for s in shown["states"]}
     assert states["Run tests"] == "succeeded"

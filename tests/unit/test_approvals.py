@@ -19,6 +19,7 @@ from image_cicd.approvals import (
     new_approval_id,
     new_approval_request,
     parse_decision_form,
+    version_label,
 )
 from image_cicd.models import ApprovalRequest, CheckResult, ImageRef, Stage, TestResults
 
@@ -154,6 +155,13 @@ def test_a_version_not_yet_assigned_is_worded_as_an_estimate_everywhere() -> Non
     assert f"Version:         {worded}\n" in body
     assert f"<dt>Version</dt><dd>{worded}</dd>" in page
     assert "will get" not in page
+
+
+def test_the_short_version_label_marks_an_estimate() -> None:
+    estimate = make_approval()
+    assert version_label(estimate) == "v0.4 (estimate)"
+    assert version_label(estimate.model_copy(update={"version_assigned": True})) == "v0.4"
+    assert version_label(estimate.model_copy(update={"version": None})) == ""
 
 
 def test_a_version_the_digest_has_already_is_stated_as_it_is() -> None:

@@ -26,7 +26,7 @@ from html import escape
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
-from image_cicd.approvals import approval_link
+from image_cicd.approvals import approval_link, version_label
 from image_cicd.graph import format_seconds, render_svg, status_key, status_label
 from image_cicd.history import ExecutionView, StateRun, cause_text, view
 from image_cicd.ledger import LedgerError
@@ -775,7 +775,7 @@ class Console:
             f"<td>{_e(a.stage)}</td>"
             f"<td><code>{_e(a.repository)}</code> &rarr; <code>{_e(a.target_repository)}</code>"
             f'</td><td><code title="{_e(a.digest)}">{_e(_short(a.digest))}</code></td>'
-            f"<td>{_e(a.version or '')}</td><td>{_e(_time(a.created_at))}</td>"
+            f"<td>{_e(version_label(a))}</td><td>{_e(_time(a.created_at))}</td>"
             f"<td>{_e(_time(a.expires_at))}</td>"
             f'<td><a href="{_e(self._execution_url(a.execution))}">execution</a></td>'
             f'<td><a class="approval-link" href="{_e(approval_link(base, a.approval_id))}">'
