@@ -58,7 +58,7 @@ bench: deps
 	$(BIN)/python bench/bench.py
 
 demo: deps
-	$(BIN)/python -m image_cicd.demo
+	$(BIN)/python -m image_cicd.local.demo
 
 clean:
 	rm -rf $(VENV) .venv-sam node_modules .pytest_cache .mypy_cache .ruff_cache .aws-sam .image-cicd test-artifacts bench/results

@@ -38,10 +38,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from image_cicd.images import SyntheticImage, build_image, push_image
 from image_cicd.local.registry import RegistryServer
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import read_image
+from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
 ROOT = Path(__file__).resolve().parent.parent
 # The counted runs reuse the test suite's streaming proxy (tests/support/fault_proxy.py,
@@ -95,8 +95,8 @@ with open(out, "w") as f:
 # in a child process of its own: its in-process seconds, its result, its peak RSS.
 CONTENT_CHECK = """
 import json, sys, time
-from image_cicd.checks import builtin_checks
-from image_cicd.config import RepositoryTests
+from image_cicd.promotion.checks import builtin_checks
+from image_cicd.promotion.settings import RepositoryTests
 from image_cicd.registry.client import RegistryClient
 class NoScans:
     def severity_counts(self, repository, digest):

@@ -7,28 +7,28 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from image_cicd import approval_site
-from image_cicd.approvals import StepFunctionsNotifier
-from image_cicd.wiring import client, services
+from image_cicd.approvals import endpoint
+from image_cicd.approvals.decisions import StepFunctionsNotifier
+from image_cicd.aws.wiring import client, services
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 app = APIGatewayHttpResolver()
 
 
-def _page(page: approval_site.Page) -> Response[str]:
+def _page(page: endpoint.Page) -> Response[str]:
     status, html = page
-    return Response(status_code=status, body=html, headers=dict(approval_site.HEADERS))
+    return Response(status_code=status, body=html, headers=dict(endpoint.HEADERS))
 
 
 @app.get("/approvals/<approval_id>")
 def show(approval_id: str) -> Response[str]:
-    return _page(approval_site.show(services().ledger, approval_id))
+    return _page(endpoint.show(services().ledger, approval_id))
 
 
 @app.post("/approvals/<approval_id>")
 def submit(approval_id: str) -> Response[str]:
     event = app.current_event
-    page = approval_site.submit(
+    page = endpoint.submit(
         services().ledger,
         StepFunctionsNotifier(client("stepfunctions")),
         approval_id,

@@ -13,8 +13,8 @@ from aws_lambda_powertools.utilities.parser import BaseModel, parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from image_cicd.wiring import services
-from image_cicd.workflow import execution_ended
+from image_cicd.aws.wiring import services
+from image_cicd.promotion.steps import execution_ended
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 

@@ -7,9 +7,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from image_cicd.plan import NotifyTask
-from image_cicd.wiring import services
-from image_cicd.workflow import finish
+from image_cicd.aws.wiring import services
+from image_cicd.promotion.payloads import NotifyTask
+from image_cicd.promotion.steps import finish
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 

@@ -7,9 +7,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from image_cicd.plan import CopyTask
-from image_cicd.wiring import services
-from image_cicd.workflow import copy_to_stage
+from image_cicd.aws.wiring import services
+from image_cicd.promotion.payloads import CopyTask
+from image_cicd.promotion.steps import copy_to_stage
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 

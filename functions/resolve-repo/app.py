@@ -6,9 +6,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from image_cicd.plan import ResolveTask
-from image_cicd.wiring import services
-from image_cicd.workflow import resolve
+from image_cicd.aws.wiring import services
+from image_cicd.promotion.payloads import ResolveTask
+from image_cicd.promotion.steps import resolve
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 

@@ -6,9 +6,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from image_cicd.plan import RollbackTask
-from image_cicd.wiring import services
-from image_cicd.workflow import rollback_prod
+from image_cicd.aws.wiring import services
+from image_cicd.promotion.payloads import RollbackTask
+from image_cicd.promotion.steps import rollback_prod
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 

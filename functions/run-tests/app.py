@@ -6,9 +6,14 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from image_cicd.checks import EcrScanFindings, StepFunctionsTestMachines, poll_tests, start_tests
-from image_cicd.plan import TestsTask
-from image_cicd.wiring import client, services
+from image_cicd.aws.wiring import client, services
+from image_cicd.promotion.checks import (
+    EcrScanFindings,
+    StepFunctionsTestMachines,
+    poll_tests,
+    start_tests,
+)
+from image_cicd.promotion.payloads import TestsTask
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 

@@ -9,10 +9,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from image_cicd.approvals import StepFunctionsNotifier
-from image_cicd.plan import ApprovalTask
-from image_cicd.wiring import client, services
-from image_cicd.workflow import request_approval
+from image_cicd.approvals.decisions import StepFunctionsNotifier
+from image_cicd.aws.wiring import client, services
+from image_cicd.promotion.payloads import ApprovalTask
+from image_cicd.promotion.steps import request_approval
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 

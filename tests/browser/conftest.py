@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from image_cicd.local.console import Console
+from image_cicd.aws.stack import Target
+from image_cicd.console.app import Console
 from image_cicd.local.stack import LocalStack, target
-from image_cicd.target import Target
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"

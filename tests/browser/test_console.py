@@ -19,13 +19,13 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from image_cicd.approvals import approval_link
-from image_cicd.images import SyntheticImage, build_image, push_image
+from image_cicd.approvals.decisions import approval_link
+from image_cicd.aws.operations import approve, pending_approval, start_promotion
+from image_cicd.aws.operations import wait_finished as finished
+from image_cicd.aws.stack import Target
 from image_cicd.local.stack import LocalStack
-from image_cicd.operator import approve, pending_approval, start_promotion
-from image_cicd.operator import wait_finished as finished
-from image_cicd.target import Target
-from image_cicd.versions import VersionScheme, read_stage
+from image_cicd.promotion.versions import VersionScheme, read_stage
+from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
 pytestmark = pytest.mark.browser
 

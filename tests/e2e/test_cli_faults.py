@@ -18,10 +18,10 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner, Result
 
-from image_cicd.cli import main
-from image_cicd.images import build_image, push_image
+from image_cicd.aws.operations import pending_approval, start_promotion
+from image_cicd.cli.main import main
 from image_cicd.local.stack import LocalStack, target
-from image_cicd.operator import pending_approval, start_promotion
+from image_cicd.registry.synthetic import build_image, push_image
 
 
 @pytest.fixture(scope="module")

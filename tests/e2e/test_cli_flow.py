@@ -18,11 +18,11 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
-from image_cicd.cli import main
-from image_cicd.images import SyntheticImage, build_image, push_image
+from image_cicd.aws.stack import Target
+from image_cicd.cli.main import main
 from image_cicd.local.stack import LocalStack, target
-from image_cicd.target import Target
-from image_cicd.versions import VersionScheme, read_stage
+from image_cicd.promotion.versions import VersionScheme, read_stage
+from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
 
 @pytest.fixture(scope="module")

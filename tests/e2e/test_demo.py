@@ -9,7 +9,7 @@ import sys
 
 def test_demo_promotes_twice_rolls_back_and_ends_with_the_summary() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "image_cicd.demo"],
+        [sys.executable, "-m", "image_cicd.local.demo"],
         capture_output=True,
         text=True,
         timeout=300,

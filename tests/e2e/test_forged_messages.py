@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from image_cicd.images import build_image, push_image
+from image_cicd.aws.operations import pending_approval, start_promotion
+from image_cicd.aws.stack import Target
 from image_cicd.local.stack import LocalStack, target
-from image_cicd.operator import pending_approval, start_promotion
-from image_cicd.target import Target
+from image_cicd.registry.synthetic import build_image, push_image
 
 EVIL = "https://evil.example/approvals/steal"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 def cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "image_cicd.cli", "--state-dir", str(state), *args],
+        [sys.executable, "-m", "image_cicd.cli.main", "--state-dir", str(state), *args],
         capture_output=True,
         text=True,
         timeout=180,

@@ -24,9 +24,9 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
-from image_cicd.cli import main
+from image_cicd.aws.stack import Target
+from image_cicd.cli.main import main
 from image_cicd.local.stack import LocalStack, target
-from image_cicd.target import Target
 
 AWS = str(Path(sys.executable).with_name("aws"))
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from image_cicd.cli import main
+from image_cicd.cli.main import main
 from image_cicd.local.aws import LocalAws
 from image_cicd.local.deployer import DeployError, deploy
 from image_cicd.local.stack import LocalStack, target
 from image_cicd.local.trigger import transformed_input
-from image_cicd.plan import PromotionRequest
+from image_cicd.promotion.payloads import PromotionRequest
 
 PROJECT = Path(__file__).resolve().parents[2]
 REFERENCE_EVENT = Path("/work/shared/reference/ecr-push-event.json")

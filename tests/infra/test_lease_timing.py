@@ -1,4 +1,4 @@
-"""The lock's lease and wait fit the functions that take the lock (src/image_cicd/wiring.py)."""
+"""The lock's lease and wait fit the functions that take the lock (src/image_cicd/aws/wiring.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from image_cicd.template import load_template
-from image_cicd.wiring import LEASE_SECONDS, LOCK_WAIT_SECONDS
+from image_cicd.aws.wiring import LEASE_SECONDS, LOCK_WAIT_SECONDS
+from image_cicd.local.template import load_template
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 # The functions whose core takes a repository's lock (versions.promote, rollback).

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from image_cicd.template import expand, load_template
+from image_cicd.local.template import expand, load_template
 
 TEMPLATE = expand(load_template(Path(__file__).resolve().parents[2] / "template.yaml"))
 LOCK = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}

@@ -30,8 +30,8 @@ def test_transient_errors_are_retried(machine: str, state: str, errors: set[str]
 
 
 def test_the_retried_names_are_the_core_exception_classes() -> None:
-    from image_cicd.errors import ScanInProgress
-    from image_cicd.locks import LeaseLost, LockBusy
+    from image_cicd.promotion.errors import ScanInProgress
+    from image_cicd.promotion.locks import LeaseLost, LockBusy
     from image_cicd.registry.errors import RegistryUnavailable
 
     names = {cls.__name__ for cls in (ScanInProgress, LockBusy, LeaseLost, RegistryUnavailable)}

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from image_cicd.checks import poll_tests
-from image_cicd.config import RepositoryTests
-from image_cicd.plan import TestRun
-from image_cicd.template import FOREACH_PREFIX, expand, load_template, parameter_values
+from image_cicd.local.template import FOREACH_PREFIX, expand, load_template, parameter_values
+from image_cicd.promotion.checks import poll_tests
+from image_cicd.promotion.payloads import TestRun
+from image_cicd.promotion.settings import RepositoryTests
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMOTION = ROOT / "statemachines" / "promotion.asl.json"

@@ -1,6 +1,6 @@
 """template.yaml and the state machines, checked without AWS.
 
-Fn::ForEach is expanded by image_cicd.template (the module the local deployer uses), so
+Fn::ForEach is expanded by image_cicd.local.template (the module the local deployer uses), so
 these tests see the resources CloudFormation would create for the given parameters.
 """
 
@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from image_cicd.template import TemplateError, alphanumeric, expand, load_template, parameter_values
+from image_cicd.local.template import (
+    TemplateError,
+    alphanumeric,
+    expand,
+    load_template,
+    parameter_values,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -810,7 +816,7 @@ def test_every_function_and_both_machines_have_sample_events() -> None:
 
 
 def test_function_events_parse_with_the_handlers_models() -> None:
-    plan = pytest.importorskip("image_cicd.plan")
+    plan = pytest.importorskip("image_cicd.promotion.payloads")
     models = {
         "resolve-repo-image-detail.json": plan.ResolveTask,
         "resolve-repo-direct.json": plan.ResolveTask,

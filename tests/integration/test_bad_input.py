@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from image_cicd.aws.operations import wait_finished
+from image_cicd.aws.stack import Target
 from image_cicd.local.stack import LocalStack, target
-from image_cicd.operator import wait_finished
-from image_cicd.target import Target
 
 NOT_OBJECTS = ["[]", "null", '"x"', "17", '[{"repository": "ecr-dev/repo-1"}]']
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from click.testing import CliRunner
 from support.ecr_registry import EcrProxy
 
-from image_cicd.cli import main
-from image_cicd.images import build_image, push_image
+from image_cicd.cli.main import main
 from image_cicd.local.registry import RegistryServer
 from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.synthetic import build_image, push_image
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -11,12 +11,12 @@ import pytest
 from support.ecr_registry import EcrProxy
 from support.registry_storage import corrupt_blob
 
-from image_cicd.checks import builtin_checks
-from image_cicd.config import RepositoryTests
-from image_cicd.images import build_image, push_image
+from image_cicd.ledger.records import CheckResult
 from image_cicd.local.registry import RegistryServer
-from image_cicd.models import CheckResult
+from image_cicd.promotion.checks import builtin_checks
+from image_cicd.promotion.settings import RepositoryTests
 from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.synthetic import build_image, push_image
 
 TEST = "ecr-test/repo-1"
 

@@ -16,9 +16,9 @@ from support import BasicRegistry, TokenRegistry
 from support.ecr_registry import EcrProxy
 from support.fault_proxy import FaultProxy
 
-from image_cicd.images import SyntheticImage, build_image, push_image
 from image_cicd.local.registry import RegistryServer
-from image_cicd.locks import ThreadLocker
+from image_cicd.promotion.locks import ThreadLocker
+from image_cicd.promotion.versions import promote
 from image_cicd.registry.auth import static_credentials
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import MOUNT_REFUSED, copy_image
@@ -29,7 +29,7 @@ from image_cicd.registry.media import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
-from image_cicd.versions import promote
+from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
 DEV, TEST, PROD = "ecr-dev/repo-1", "ecr-test/repo-1", "ecr-prod/repo-1"
 

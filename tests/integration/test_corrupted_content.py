@@ -17,13 +17,13 @@ import pytest
 from support.ecr_registry import EcrProxy
 from support.registry_storage import corrupt_blob
 
-from image_cicd.history import view
-from image_cicd.images import build_image, push_image
+from image_cicd.aws.operations import approve, pending_approval, start_promotion
+from image_cicd.aws.operations import wait_finished as finished
+from image_cicd.aws.stack import Target
+from image_cicd.console.history import view
 from image_cicd.local.stack import LocalStack, target
-from image_cicd.operator import approve, pending_approval, start_promotion
-from image_cicd.operator import wait_finished as finished
-from image_cicd.target import Target
-from image_cicd.versions import VersionScheme, read_stage
+from image_cicd.promotion.versions import VersionScheme, read_stage
+from image_cicd.registry.synthetic import build_image, push_image
 
 REPO = "repo-1"
 

@@ -11,7 +11,7 @@ import yaml
 
 from image_cicd.local.aws import LocalAws
 from image_cicd.local.deployer import CREATED, NOT_NEEDED, DeployError, deploy
-from image_cicd.template import expand, load_template
+from image_cicd.local.template import expand, load_template
 
 PROJECT = Path(__file__).resolve().parents[2]
 REPOS = ["repo-a", "repo-b", "repo-c"]

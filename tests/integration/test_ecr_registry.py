@@ -13,15 +13,15 @@ import requests
 from support.ecr_registry import EcrProxy
 from test_copy import DEV, PROD, TEST, skopeo_raw
 
-from image_cicd.images import build_image, push_image
 from image_cicd.local.registry import RegistryServer
-from image_cicd.locks import ThreadLocker
+from image_cicd.promotion.locks import ThreadLocker
+from image_cicd.promotion.versions import promote
 from image_cicd.registry.auth import EcrCredentials
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import MOUNT_REFUSED, copy_image
 from image_cicd.registry.errors import ManifestTooLarge, TagImmutable
 from image_cicd.registry.media import OCI_MANIFEST, Manifest
-from image_cicd.versions import promote
+from image_cicd.registry.synthetic import build_image, push_image
 
 FAST: dict[str, Any] = {"backoff": 0.01}
 

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from support.holding_proxy import HoldingProxy
 
-from image_cicd.images import build_image, push_image
+from image_cicd.aws.operations import approve, pending_approval, start_promotion
+from image_cicd.aws.operations import wait_finished as finished
+from image_cicd.aws.stack import Target
+from image_cicd.aws.wiring import LEASE_SECONDS  # how long a dead holder keeps its lock
 from image_cicd.local.stack import LocalStack, target
-from image_cicd.operator import approve, pending_approval, start_promotion
-from image_cicd.operator import wait_finished as finished
-from image_cicd.target import Target
-from image_cicd.versions import VersionScheme, read_stage
-from image_cicd.wiring import LEASE_SECONDS  # how long a dead holder keeps its lock
+from image_cicd.promotion.versions import VersionScheme, read_stage
+from image_cicd.registry.synthetic import build_image, push_image
 
 NAME = "repo-1"
 TEST_REPO = f"ecr-test/{NAME}"

@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 from support.ledger_table import create_ledger_table
 
-from image_cicd.approvals import (
+from image_cicd.approvals.decisions import (
     InvalidRequest,
     StepFunctionsNotifier,
     TaskTokenInvalid,
@@ -20,14 +20,7 @@ from image_cicd.approvals import (
     decide,
     new_approval_request,
 )
-from image_cicd.ledger import (
-    AlreadyDecided,
-    ApprovalExpired,
-    ApprovalNotFound,
-    Ledger,
-    PromotionNotFound,
-)
-from image_cicd.models import (
+from image_cicd.ledger.records import (
     ApprovalRecord,
     ApprovalRequest,
     CheckResult,
@@ -35,6 +28,13 @@ from image_cicd.models import (
     Release,
     Stage,
     TestResults,
+)
+from image_cicd.ledger.store import (
+    AlreadyDecided,
+    ApprovalExpired,
+    ApprovalNotFound,
+    Ledger,
+    PromotionNotFound,
 )
 
 TABLE = "ledger"

@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 from support.ledger_table import create_ledger_table
 
-from image_cicd.locks import DynamoDBLocker, LeaseLost, LockBusy, ThreadLocker
+from image_cicd.promotion.locks import DynamoDBLocker, LeaseLost, LockBusy, ThreadLocker
 
 TABLE = "ledger"
 KEY = "ecr-prod/repo-1"

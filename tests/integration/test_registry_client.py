@@ -12,12 +12,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from image_cicd.images import build_image, push_image
 from image_cicd.local.registry import RegistryServer
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.connect import registry_from_url
 from image_cicd.registry.copy import copy_image
 from image_cicd.registry.errors import Unauthorized
+from image_cicd.registry.synthetic import build_image, push_image
 
 
 def test_catalog_follows_link_pages(registry: RegistryServer) -> None:

@@ -11,15 +11,21 @@ import pytest
 from moto import mock_aws
 from support.ledger_table import create_ledger_table
 
-from image_cicd.config import Settings
-from image_cicd.images import build_image, push_image
-from image_cicd.ledger import Ledger
+from image_cicd.ledger.store import Ledger
 from image_cicd.local.registry import RegistryServer
-from image_cicd.locks import ThreadLocker
-from image_cicd.plan import ImageFacts, Plan
+from image_cicd.promotion.locks import ThreadLocker
+from image_cicd.promotion.payloads import ImageFacts, Plan
+from image_cicd.promotion.settings import Settings
+from image_cicd.promotion.steps import Services, copy_to_stage, rollback_prod
+from image_cicd.promotion.versions import (
+    LatestMoved,
+    VersionScheme,
+    plan_rollback,
+    promote,
+    read_stage,
+)
 from image_cicd.registry.client import RegistryClient
-from image_cicd.versions import LatestMoved, VersionScheme, plan_rollback, promote, read_stage
-from image_cicd.workflow import Services, copy_to_stage, rollback_prod
+from image_cicd.registry.synthetic import build_image, push_image
 
 PROD = "ecr-prod/repo-1"
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

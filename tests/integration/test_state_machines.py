@@ -19,14 +19,14 @@ import requests
 from support.ecr_registry import EcrProxy
 from support.fault_proxy import FaultProxy
 
-from image_cicd.approvals import approval_link
-from image_cicd.history import view
-from image_cicd.images import SyntheticImage, build_image, push_image
+from image_cicd.approvals.decisions import approval_link
+from image_cicd.aws.operations import approve, pending_approval, start_promotion, start_rollback
+from image_cicd.aws.operations import wait_finished as finished
+from image_cicd.aws.stack import Target
+from image_cicd.console.history import view
 from image_cicd.local.stack import LocalStack, target
-from image_cicd.operator import approve, pending_approval, start_promotion, start_rollback
-from image_cicd.operator import wait_finished as finished
-from image_cicd.target import Target
-from image_cicd.versions import VersionScheme, read_stage
+from image_cicd.promotion.versions import VersionScheme, read_stage
+from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
 REPOS = [f"repo-{n}" for n in range(1, 18)]
 FAILING_TESTS = "repo-5"  # its built-in checks require a label the images lack

@@ -10,11 +10,9 @@ import pytest
 from moto import mock_aws
 from support.ledger_table import create_ledger_table
 
-from image_cicd.images import SyntheticImage, build_image, push_image
 from image_cicd.local.registry import RegistryServer
-from image_cicd.locks import DynamoDBLocker, Locker, ThreadLocker
-from image_cicd.registry.client import RegistryClient
-from image_cicd.versions import (
+from image_cicd.promotion.locks import DynamoDBLocker, Locker, ThreadLocker
+from image_cicd.promotion.versions import (
     AlreadyAtVersion,
     LatestUntagged,
     NothingToRollBack,
@@ -24,6 +22,8 @@ from image_cicd.versions import (
     read_stage,
     rollback,
 )
+from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
 DEV, PROD = "ecr-dev/repo-1", "ecr-prod/repo-1"
 SCHEME = VersionScheme()

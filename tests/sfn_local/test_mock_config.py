@@ -123,7 +123,7 @@ def test_registry_errors_are_retried_before_anything_fails() -> None:
 
 def test_mocked_payloads_match_the_handlers_models() -> None:
     # The mocks double as examples of the payload contract: keep them parseable.
-    plan_models = pytest.importorskip("image_cicd.plan")
+    plan_models = pytest.importorskip("image_cicd.promotion.payloads")
     responses = mock_config()["MockedResponses"]
     plan_models.Plan.model_validate(responses["ResolvePlan"]["0"]["Return"]["Payload"])
     for name in ("CopiedToTest", "PromotedToProd"):

@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 from support.ledger_table import create_ledger_table
 
-from image_cicd.ledger import Ledger
+from image_cicd.ledger.store import Ledger
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from image_cicd import approval_pages as pages
-from image_cicd.approvals import (
+from image_cicd.approvals import pages
+from image_cicd.approvals.decisions import (
     InvalidRequest,
     approval_link,
     check_csrf,
@@ -21,7 +21,7 @@ from image_cicd.approvals import (
     parse_decision_form,
     version_label,
 )
-from image_cicd.models import ApprovalRequest, CheckResult, ImageRef, Stage, TestResults
+from image_cicd.ledger.records import ApprovalRequest, CheckResult, ImageRef, Stage, TestResults
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAf-secret-task-token"

@@ -13,21 +13,21 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from image_cicd.checks import (
+from image_cicd.ledger.records import CheckResult
+from image_cicd.promotion.checks import (
     MAX_POLL_SECONDS,
     EcrScanFindings,
     builtin_checks,
     poll_tests,
     start_tests,
 )
-from image_cicd.config import RepositoryTests, ScanPolicy
-from image_cicd.errors import ScanInProgress
-from image_cicd.images import SyntheticImage, build_image
-from image_cicd.models import CheckResult
-from image_cicd.plan import ImageFacts, Plan, StageCopy, TestRun
+from image_cicd.promotion.errors import ScanInProgress
+from image_cicd.promotion.payloads import ImageFacts, Plan, StageCopy, TestRun
+from image_cicd.promotion.settings import RepositoryTests, ScanPolicy
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.errors import BlobUnknown
 from image_cicd.registry.media import Manifest
+from image_cicd.registry.synthetic import SyntheticImage, build_image
 
 REPO = "ecr-test/repo-1"
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:repo-1-tests"

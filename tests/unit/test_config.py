@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from image_cicd.config import RepositoryTests, ScanPolicy, Settings
-from image_cicd.errors import ConfigurationError, RepositoryNotConfigured
+from image_cicd.promotion.errors import ConfigurationError, RepositoryNotConfigured
+from image_cicd.promotion.settings import RepositoryTests, ScanPolicy, Settings
 
 
 def env(**values: str) -> dict[str, str]:

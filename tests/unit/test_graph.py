@@ -12,8 +12,8 @@ from xml.etree import ElementTree
 
 import pytest
 
-from image_cicd.graph import edges, layout, render_svg, render_text, slug
-from image_cicd.history import StateRun, states_of
+from image_cicd.console.graph import edges, layout, render_svg, render_text, slug
+from image_cicd.console.history import StateRun, states_of
 
 MACHINES = Path(__file__).resolve().parents[2] / "statemachines"
 SVG = "{http://www.w3.org/2000/svg}"

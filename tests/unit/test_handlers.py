@@ -29,20 +29,19 @@ from moto import mock_aws
 from pydantic import ValidationError
 from support.ledger_table import create_ledger_table
 
-from image_cicd import approval_site
-from image_cicd.approvals import (
+from image_cicd.approvals import endpoint
+from image_cicd.approvals.decisions import (
     StepFunctionsNotifier,
     TaskTokenInvalid,
     csrf_token,
     new_approval_request,
 )
-from image_cicd.checks import EcrScanFindings, StepFunctionsTestMachines
-from image_cicd.config import RepositoryTests, Settings
-from image_cicd.errors import BadInput
-from image_cicd.ledger import Ledger
-from image_cicd.locks import Locker
-from image_cicd.models import ApprovalRequest, CheckResult, TestResults
-from image_cicd.plan import (
+from image_cicd.ledger.records import ApprovalRequest, CheckResult, TestResults
+from image_cicd.ledger.store import Ledger
+from image_cicd.promotion.checks import EcrScanFindings, StepFunctionsTestMachines
+from image_cicd.promotion.errors import BadInput
+from image_cicd.promotion.locks import Locker
+from image_cicd.promotion.payloads import (
     ApprovalTask,
     CopyTask,
     ImageFacts,
@@ -56,10 +55,11 @@ from image_cicd.plan import (
     TestRun,
     TestsTask,
 )
+from image_cicd.promotion.settings import RepositoryTests, Settings
+from image_cicd.promotion.steps import Services
+from image_cicd.promotion.versions import Rollback
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.media import OCI_INDEX
-from image_cicd.versions import Rollback
-from image_cicd.workflow import Services
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -868,7 +868,7 @@ def form(approval: ApprovalRequest, decision: str = "APPROVED", **extra: str) ->
 
 def assert_secure_html(response: dict[str, Any]) -> None:
     headers = {k.lower(): v for k, v in response["headers"].items()}
-    for name, value in approval_site.HEADERS.items():
+    for name, value in endpoint.HEADERS.items():
         assert headers[name.lower()] == value
     assert headers["content-type"].startswith("text/html")
     assert headers["x-frame-options"] == "DENY"

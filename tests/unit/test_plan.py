@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from image_cicd.errors import BadInput
-from image_cicd.models import CheckResult, TestResults
-from image_cicd.plan import PromotionRequest, TestRun
+from image_cicd.ledger.records import CheckResult, TestResults
+from image_cicd.promotion.errors import BadInput
+from image_cicd.promotion.payloads import PromotionRequest, TestRun
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 IMAGE_DETAIL = Path("/work/shared/reference/codepipeline-ecr-source-imageDetail.json")

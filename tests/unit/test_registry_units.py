@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from image_cicd.promotion.versions import VersionScheme
 from image_cicd.registry.auth import parse_challenge
 from image_cicd.registry.errors import (
     ManifestUnknown,
@@ -18,7 +19,6 @@ from image_cicd.registry.errors import (
 )
 from image_cicd.registry.media import OCI_INDEX, OCI_MANIFEST, Manifest, sha256_digest
 from image_cicd.registry.reference import BadReference, parse_reference
-from image_cicd.versions import VersionScheme
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -10,17 +10,17 @@ from typing import Any, cast
 
 import pytest
 
-from image_cicd import approval_site
-from image_cicd.approvals import TaskTokenInvalid, csrf_token, decide
-from image_cicd.config import Settings
-from image_cicd.errors import ConfigurationError, PromotionSuperseded
-from image_cicd.ledger import ApprovalSuperseded, Ledger
-from image_cicd.locks import Locker
-from image_cicd.models import ApprovalRequest, ApprovalStatus, ImageRef
-from image_cicd.plan import ImageFacts, Plan, already_promoted
+from image_cicd.approvals import endpoint
+from image_cicd.approvals.decisions import TaskTokenInvalid, csrf_token, decide
+from image_cicd.ledger.records import ApprovalRequest, ApprovalStatus, ImageRef
+from image_cicd.ledger.store import ApprovalSuperseded, Ledger
+from image_cicd.promotion.errors import ConfigurationError, PromotionSuperseded
+from image_cicd.promotion.locks import Locker
+from image_cicd.promotion.payloads import ImageFacts, Plan, already_promoted
+from image_cicd.promotion.settings import Settings
+from image_cicd.promotion.steps import Services, finish, request_approval
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.media import OCI_MANIFEST
-from image_cicd.workflow import Services, finish, request_approval
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -263,7 +263,7 @@ def test_the_link_of_a_superseded_approval_says_by_which_promotion(ledger: Ledge
     old = waiting(svc, tasks, "exec-a", A, minute=0)
     waiting(svc, tasks, "exec-b", B, minute=5)
 
-    status, html = approval_site.show(ledger, old, now=T0)
+    status, html = endpoint.show(ledger, old, now=T0)
 
     assert status == 410
     assert "superseded" in html.lower()
@@ -272,7 +272,7 @@ def test_the_link_of_a_superseded_approval_says_by_which_promotion(ledger: Ledge
     assert 'name="csrf"' not in html  # no form to decide with
 
     body = f"decision=approve&approver=ana&csrf={csrf_token(ledger.get_approval(old))}"
-    posted, page = approval_site.submit(
+    posted, page = endpoint.submit(
         ledger, _Resumed(), old, body, source_ip=None, user_agent=None, now=T0
     )
     assert posted == 410

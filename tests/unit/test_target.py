@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from image_cicd.target import TargetError, from_cloudformation
+from image_cicd.aws.stack import TargetError, from_cloudformation
 
 TEMPLATE = {
     "Parameters": {"RegistryUrl": {"Type": "String", "Default": ""}},
@@ -51,8 +51,8 @@ def test_an_unknown_stack_is_a_clear_error() -> None:
 
 
 def test_the_version_format_output_gives_the_scheme() -> None:
+    from image_cicd.aws.stack import Target
     from image_cicd.registry.client import RegistryClient
-    from image_cicd.target import Target
 
     target = Target("s", {"VersionFormat": "release-{minor}"}, lambda _s: None, RegistryClient("x"))
     assert target.scheme.next_after(["release-4"]) == "release-5"

@@ -8,20 +8,20 @@ from typing import Any, cast
 
 import pytest
 
-from image_cicd.config import Settings
-from image_cicd.ledger import Ledger, PromotionNotFound
-from image_cicd.locks import Locker
-from image_cicd.models import CheckResult, TestResults
-from image_cicd.plan import ImageFacts, Plan
-from image_cicd.registry.client import RegistryClient
-from image_cicd.registry.media import OCI_MANIFEST, Descriptor
-from image_cicd.workflow import (
+from image_cicd.ledger.records import CheckResult, TestResults
+from image_cicd.ledger.store import Ledger, PromotionNotFound
+from image_cicd.promotion.locks import Locker
+from image_cicd.promotion.payloads import ImageFacts, Plan
+from image_cicd.promotion.settings import Settings
+from image_cicd.promotion.steps import (
     Services,
     execution_ended,
     finish,
     outcome_message,
     request_approval,
 )
+from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.media import OCI_MANIFEST, Descriptor
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAf-secret-task-token-0123456789"
@@ -443,7 +443,7 @@ def test_every_request_gets_its_own_approval_id(ledger: Ledger) -> None:
 def test_given_an_expired_promotion_when_finished_then_its_waiting_approval_is_expired(
     ledger: Ledger,
 ) -> None:
-    from image_cicd.approvals import new_approval_request
+    from image_cicd.approvals.decisions import new_approval_request
 
     def waiting(execution: str) -> str:
         approval = new_approval_request(

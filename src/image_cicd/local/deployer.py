@@ -18,7 +18,7 @@ from typing import Any
 
 from image_cicd.local.aws import LocalAws
 from image_cicd.local.lambda_runtime import FunctionSpec
-from image_cicd.template import expand, load_template, parameter_values
+from image_cicd.local.template import expand, load_template, parameter_values
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

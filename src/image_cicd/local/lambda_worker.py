@@ -68,12 +68,12 @@ PRELOAD = (
     "aws_lambda_powertools.utilities.parser",
     "aws_lambda_powertools.utilities.typing",
     "aws_xray_sdk.core",  # Tracer() imports it: half a second
-    "image_cicd.wiring",
-    "image_cicd.workflow",
-    "image_cicd.plan",
-    "image_cicd.approvals",
-    "image_cicd.approval_site",
-    "image_cicd.checks",
+    "image_cicd.aws.wiring",
+    "image_cicd.promotion.steps",
+    "image_cicd.promotion.payloads",
+    "image_cicd.approvals.decisions",
+    "image_cicd.approvals.endpoint",
+    "image_cicd.promotion.checks",
 )
 WARM_CLIENTS = ("dynamodb", "sns", "stepfunctions", "ecr", "lambda")
 

@@ -18,14 +18,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from image_cicd.aws.stack import Target
+from image_cicd.console.app import Console
 from image_cicd.local.aws import LocalAws
-from image_cicd.local.console import Console
 from image_cicd.local.deployer import REGION, Deployment, deploy
 from image_cicd.local.registry import NotificationEndpoint, RegistryServer
 from image_cicd.local.server import HOOK_HEADER, Inbox, StackServer
 from image_cicd.local.trigger import PipelineRun, PipelineRunner, deliver
 from image_cicd.registry.client import RegistryClient
-from image_cicd.target import Target
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from image_cicd.config import Stage
-from image_cicd.ledger import Ledger
+from image_cicd.ledger.store import Ledger
+from image_cicd.promotion.settings import Stage
+from image_cicd.promotion.versions import VersionScheme
 from image_cicd.registry.client import RegistryClient
-from image_cicd.versions import VersionScheme
 
 
 class TargetError(Exception):

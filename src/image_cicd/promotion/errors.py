@@ -6,8 +6,8 @@ the state machines Retry and Catch on exactly these names.
 
 from __future__ import annotations
 
+from image_cicd.promotion.versions import VersionError
 from image_cicd.registry.errors import RegistryError
-from image_cicd.versions import VersionError
 
 
 class WorkflowError(Exception):

@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from image_cicd.errors import BadInput
-from image_cicd.models import ImageRef, Outcome, Stage, TestResults
+from image_cicd.ledger.records import ImageRef, Outcome, Stage, TestResults
+from image_cicd.promotion.errors import BadInput
 from image_cicd.registry.media import is_digest
 
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from image_cicd import approval_pages as pages
-from image_cicd.approvals import (
+from image_cicd.approvals import pages
+from image_cicd.approvals.decisions import (
     ApprovalLedger,
     InvalidRequest,
     TaskNotifier,
@@ -21,7 +21,7 @@ from image_cicd.approvals import (
     decide,
     parse_decision_form,
 )
-from image_cicd.ledger import (
+from image_cicd.ledger.store import (
     AlreadyDecided,
     ApprovalExpired,
     ApprovalNotFound,

@@ -13,7 +13,7 @@ Pure functions, no external libraries:
   and the path the execution took is drawn darker.
 - `render_text(definition, states, path)`: the same for a terminal.
 
-`states` and `path` are what `image_cicd.history.states_of` / `view` return.
+`states` and `path` are what `image_cicd.console.history.states_of` / `view` return.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from datetime import datetime
 from html import escape
 from typing import Any, Literal
 
-from image_cicd.history import StateRun
+from image_cicd.console.history import StateRun
 
 __all__ = [
     "STATUS_COLOURS",

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from image_cicd.history import states_of
-from image_cicd.images import build_image, push_image
+from image_cicd.aws.operations import approve, pending_approval, start_rollback, wait_finished
+from image_cicd.aws.stack import Target
+from image_cicd.console.history import states_of
 from image_cicd.local.stack import LocalStack, target
 from image_cicd.local.trigger import PipelineRunner
-from image_cicd.operator import approve, pending_approval, start_rollback, wait_finished
-from image_cicd.target import Target
-from image_cicd.versions import read_stage
+from image_cicd.promotion.versions import read_stage
+from image_cicd.registry.synthetic import build_image, push_image
 
 NAME = "repo-1"
 DEV, TEST, PROD = f"ecr-dev/{NAME}", f"ecr-test/{NAME}", f"ecr-prod/{NAME}"

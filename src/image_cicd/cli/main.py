@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from image_cicd.target import Target
+    from image_cicd.aws.stack import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 STAGES: tuple[Literal["DEV", "TEST", "PROD"], ...] = ("DEV", "TEST", "PROD")
@@ -46,14 +46,14 @@ def _known_error(exc: Exception) -> bool:
     from botocore.exceptions import BotoCoreError, ClientError
     from requests.exceptions import ConnectionError as HttpConnectionError
 
-    from image_cicd.errors import USER_ERRORS
-    from image_cicd.ledger import LedgerError
+    from image_cicd.aws.operations import OperatorError
+    from image_cicd.aws.stack import TargetError
+    from image_cicd.ledger.store import LedgerError
     from image_cicd.local.aws import LocalAwsError
     from image_cicd.local.deployer import DeployError
     from image_cicd.local.registry import RegistryError as RegistryStartError
     from image_cicd.local.stack import StackRunning
-    from image_cicd.operator import OperatorError
-    from image_cicd.target import TargetError
+    from image_cicd.promotion.errors import USER_ERRORS
 
     local = (DeployError, LocalAwsError, RegistryStartError, StackRunning)
     unreachable = (BotoCoreError, ClientError, HttpConnectionError)
@@ -98,12 +98,12 @@ class Context:
     def target(self) -> Target:
         if self._target is None:
             if self.stack_name:
-                from image_cicd.target import from_cloudformation
+                from image_cicd.aws.stack import from_cloudformation
 
                 self._target = from_cloudformation(self.stack_name)
             else:
+                from image_cicd.aws.stack import TargetError
                 from image_cicd.local.stack import running_stack, target
-                from image_cicd.target import TargetError
 
                 info = running_stack(self.state_dir)
                 if info is None:
@@ -388,7 +388,7 @@ def _detach(
     args = [
         sys.executable,
         "-m",
-        "image_cicd.cli",
+        "image_cicd.cli.main",
         "--state-dir",
         str(state_dir),
         "local",
@@ -551,8 +551,8 @@ def push(
 
     A push of the trigger tag to a DEV repository starts its pipeline.
     """
-    from image_cicd.images import build_image, oci_layout_image, push_image
     from image_cicd.registry.reference import check_repository, check_tag
+    from image_cicd.registry.synthetic import build_image, oci_layout_image, push_image
 
     name, _, tag = repository.partition(":")
     check_repository(name)
@@ -676,9 +676,9 @@ def _status_style(status: str) -> str:
 @friendly_errors
 def show(ctx: Context, execution: str, as_json: bool) -> None:
     """The states of EXECUTION in order, with status, and approval links while waiting."""
-    from image_cicd.approvals import approval_link
-    from image_cicd.history import cause_text, view
-    from image_cicd.operator import execution_arn, pending_approval
+    from image_cicd.approvals.decisions import approval_link
+    from image_cicd.aws.operations import execution_arn, pending_approval
+    from image_cicd.console.history import cause_text, view
 
     target = ctx.target
     ex = view(target.client("stepfunctions"), execution_arn(target, execution))
@@ -734,9 +734,9 @@ def graph(ctx: Context, execution: str, svg_file: Path | None) -> None:
     """The state machine graph of EXECUTION with each state's status."""
     import json as _json
 
-    from image_cicd.graph import render_svg, render_text
-    from image_cicd.history import view
-    from image_cicd.operator import execution_arn
+    from image_cicd.aws.operations import execution_arn
+    from image_cicd.console.graph import render_svg, render_text
+    from image_cicd.console.history import view
 
     target = ctx.target
     sfn = target.client("stepfunctions")
@@ -764,8 +764,8 @@ def approve(
     ctx: Context, execution: str, reject: bool, comment: str, approver: str, wait: float
 ) -> None:
     """Approve (or --reject) what EXECUTION waits for, through the approval endpoint."""
-    from image_cicd.approvals import version_label
-    from image_cicd.operator import approve as decide
+    from image_cicd.approvals.decisions import version_label
+    from image_cicd.aws.operations import approve as decide
 
     name = execution.rsplit(":", 1)[-1]
     approval, result = decide(
@@ -809,8 +809,8 @@ def rollback(
 
     Without REPOSITORY, choose from the PROD repositories of the stack.
     """
-    from image_cicd.operator import start_rollback, wait_finished
-    from image_cicd.versions import read_stage
+    from image_cicd.aws.operations import start_rollback, wait_finished
+    from image_cicd.promotion.versions import read_stage
 
     target = ctx.target
     prod = [target.stage_repository(name, "PROD") for name in target.repositories]
@@ -840,7 +840,7 @@ def rollback(
     if as_json:
         click.echo(json.dumps({"status": desc["status"], "error": desc.get("error"), **output}))
     if desc["status"] != "SUCCEEDED":
-        from image_cicd.history import cause_text
+        from image_cicd.console.history import cause_text
 
         raise click.ClickException(
             f"rollback failed: {desc.get('error')}: {cause_text(desc.get('cause'))}"
@@ -855,7 +855,7 @@ def rollback(
 @friendly_errors
 def repos(ctx: Context, as_json: bool) -> None:
     """Every repository per stage: its versions and where latest points."""
-    from image_cicd.versions import read_stage
+    from image_cicd.promotion.versions import read_stage
 
     target = ctx.target
     rows: list[dict[str, Any]] = []

@@ -13,12 +13,12 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from image_cicd.config import Settings
-from image_cicd.errors import ConfigurationError
-from image_cicd.ledger import Ledger
-from image_cicd.locks import DynamoDBLocker
+from image_cicd.ledger.store import Ledger
+from image_cicd.promotion.errors import ConfigurationError
+from image_cicd.promotion.locks import DynamoDBLocker
+from image_cicd.promotion.settings import Settings
+from image_cicd.promotion.steps import Services
 from image_cicd.registry.connect import registry_from_url
-from image_cicd.workflow import Services
 
 # LEASE_SECONDS < LOCK_WAIT_SECONDS < the timeout of every function that takes a lock
 # (tests/infra/test_lease_timing.py): a holder renews its lease by a heartbeat while it

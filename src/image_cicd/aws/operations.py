@@ -15,15 +15,15 @@ from typing import Any
 import requests
 from botocore.exceptions import ClientError
 
-from image_cicd.approvals import (
+from image_cicd.approvals.decisions import (
     FIELD_APPROVER,
     FIELD_COMMENT,
     FIELD_CSRF,
     FIELD_DECISION,
     approval_link,
 )
-from image_cicd.models import ApprovalRequest, Decision
-from image_cicd.target import Target
+from image_cicd.aws.stack import Target
+from image_cicd.ledger.records import ApprovalRequest, Decision
 
 
 class OperatorError(Exception):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from image_cicd.models import (
+from image_cicd.ledger.records import (
     ApprovalRecord,
     ApprovalRequest,
     ApprovalStatus,
@@ -38,7 +38,7 @@ from image_cicd.models import (
     TestResults,
     iso,
 )
-from image_cicd.versions import RollbackPlan
+from image_cicd.promotion.versions import RollbackPlan
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

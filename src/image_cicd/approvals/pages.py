@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from html import escape
 
-from image_cicd.approvals import (
+from image_cicd.approvals.decisions import (
     FIELD_APPROVER,
     FIELD_COMMENT,
     FIELD_CSRF,
@@ -23,7 +23,7 @@ from image_cicd.approvals import (
     describe_version,
     next_step,
 )
-from image_cicd.models import ApprovalRequest, TestResults
+from image_cicd.ledger.records import ApprovalRequest, TestResults
 
 __all__ = [
     "already_decided_page",

@@ -22,8 +22,7 @@ from urllib.parse import parse_qs, quote
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from image_cicd.ledger import ApprovalExpired, PromotionNotFound
-from image_cicd.models import (
+from image_cicd.ledger.records import (
     ApprovalRecord,
     ApprovalRequest,
     ApprovalStatus,
@@ -34,6 +33,7 @@ from image_cicd.models import (
     TestResults,
     iso,
 )
+from image_cicd.ledger.store import ApprovalExpired, PromotionNotFound
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -332,7 +332,7 @@ class StepFunctionsNotifier(TaskNotifier):
 
 
 class ApprovalLedger(Protocol):
-    """The part of ``image_cicd.ledger.Ledger`` that ``decide`` uses."""
+    """The part of ``image_cicd.ledger.store.Ledger`` that ``decide`` uses."""
 
     def get_approval(self, approval_id: str) -> ApprovalRequest: ...
 

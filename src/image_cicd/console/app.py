@@ -26,15 +26,15 @@ from html import escape
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
-from image_cicd.approvals import approval_link, version_label
-from image_cicd.graph import format_seconds, render_svg, status_key, status_label
-from image_cicd.history import ExecutionView, StateRun, cause_text, view
-from image_cicd.ledger import LedgerError
+from image_cicd.approvals.decisions import approval_link, version_label
+from image_cicd.aws.operations import start_rollback
+from image_cicd.aws.stack import Target
+from image_cicd.console.graph import format_seconds, render_svg, status_key, status_label
+from image_cicd.console.history import ExecutionView, StateRun, cause_text, view
+from image_cicd.ledger.records import ApprovalRequest, Promotion
+from image_cicd.ledger.store import LedgerError
 from image_cicd.local.server import Inbox, Reply, Request
-from image_cicd.models import ApprovalRequest, Promotion
-from image_cicd.operator import start_rollback
-from image_cicd.target import Target
-from image_cicd.versions import StageState, read_stage
+from image_cicd.promotion.versions import StageState, read_stage
 
 __all__ = ["HEADERS", "Console"]
 

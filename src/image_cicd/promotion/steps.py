@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from image_cicd.approvals import (
+from image_cicd.approvals.decisions import (
     TaskNotifier,
     TaskTokenInvalid,
     approval_link,
@@ -21,12 +21,8 @@ from image_cicd.approvals import (
     format_message,
     new_approval_request,
 )
-from image_cicd.config import Settings
-from image_cicd.errors import BadInput, ImageNotFound, PromotionSuperseded
-from image_cicd.history import cause_text
-from image_cicd.ledger import ApprovalNotFound, Ledger, PromotionFinished, PromotionNotFound, Waiter
-from image_cicd.locks import Locker
-from image_cicd.models import (
+from image_cicd.console.history import cause_text
+from image_cicd.ledger.records import (
     ApprovalRequest,
     ImageRef,
     Outcome,
@@ -34,7 +30,16 @@ from image_cicd.models import (
     Release,
     TestResults,
 )
-from image_cicd.plan import (
+from image_cicd.ledger.store import (
+    ApprovalNotFound,
+    Ledger,
+    PromotionFinished,
+    PromotionNotFound,
+    Waiter,
+)
+from image_cicd.promotion.errors import BadInput, ImageNotFound, PromotionSuperseded
+from image_cicd.promotion.locks import Locker
+from image_cicd.promotion.payloads import (
     ImageFacts,
     Plan,
     PromotionRequest,
@@ -42,10 +47,8 @@ from image_cicd.plan import (
     Step,
     already_promoted,
 )
-from image_cicd.registry.client import RegistryClient
-from image_cicd.registry.copy import Image, read_image
-from image_cicd.registry.errors import ManifestUnknown, NameUnknown
-from image_cicd.versions import (
+from image_cicd.promotion.settings import Settings
+from image_cicd.promotion.versions import (
     LatestMoved,
     Rollback,
     VersionScheme,
@@ -54,6 +57,9 @@ from image_cicd.versions import (
     promote,
     read_stage,
 )
+from image_cicd.registry.client import RegistryClient
+from image_cicd.registry.copy import Image, read_image
+from image_cicd.registry.errors import ManifestUnknown, NameUnknown
 
 Publish = Callable[[str, str, str], None]
 """publish(topic_arn, subject, message)."""
@@ -61,7 +67,7 @@ Publish = Callable[[str, str, str], None]
 
 @dataclass(frozen=True)
 class Services:
-    """What the steps work with; built once per process by `image_cicd.wiring`.
+    """What the steps work with; built once per process by `image_cicd.aws.wiring`.
 
     The registry client is made on first use (`connect`): on ECR that asks for an
     authorization token, which the functions that never touch images (approval-api,

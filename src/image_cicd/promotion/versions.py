@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from image_cicd.locks import Lease, Locker
+from image_cicd.promotion.locks import Lease, Locker
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import CopyResult, Progress, copy_image, read_image
 

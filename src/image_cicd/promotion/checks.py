@@ -15,10 +15,10 @@ import math
 import time
 from typing import Any, Protocol
 
-from image_cicd.config import RepositoryTests
-from image_cicd.errors import ScanInProgress
-from image_cicd.models import CheckResult
-from image_cicd.plan import Plan, StageCopy, TestRun
+from image_cicd.ledger.records import CheckResult
+from image_cicd.promotion.errors import ScanInProgress
+from image_cicd.promotion.payloads import Plan, StageCopy, TestRun
+from image_cicd.promotion.settings import RepositoryTests
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import Image, read_blobs, read_image
 from image_cicd.registry.media import Descriptor, Manifest

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from image_cicd.errors import ConfigurationError, RepositoryNotConfigured
+from image_cicd.promotion.errors import ConfigurationError, RepositoryNotConfigured
 
 Stage = Literal["DEV", "TEST", "PROD"]
 

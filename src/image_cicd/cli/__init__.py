@@ -1,0 +1,1 @@
+"""The `image-cicd` command line."""
