@@ -8,7 +8,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from image_cicd.approvals import endpoint
-from image_cicd.approvals.decisions import StepFunctionsNotifier
+from image_cicd.aws.stepfunctions import StepFunctionsNotifier
 from image_cicd.aws.wiring import client, services
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()

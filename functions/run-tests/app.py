@@ -6,10 +6,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from image_cicd.aws.ecr import EcrScanFindings
+from image_cicd.aws.stepfunctions import StepFunctionsTestMachines
 from image_cicd.aws.wiring import client, services
 from image_cicd.promotion.checks import (
-    EcrScanFindings,
-    StepFunctionsTestMachines,
     poll_tests,
     start_tests,
 )

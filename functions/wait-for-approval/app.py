@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from image_cicd.approvals.decisions import StepFunctionsNotifier
+from image_cicd.aws.stepfunctions import StepFunctionsNotifier
 from image_cicd.aws.wiring import client, services
 from image_cicd.promotion.payloads import ApprovalTask
 from image_cicd.promotion.steps import request_approval

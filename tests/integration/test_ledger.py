@@ -14,12 +14,12 @@ from support.ledger_table import create_ledger_table
 
 from image_cicd.approvals.decisions import (
     InvalidRequest,
-    StepFunctionsNotifier,
     TaskTokenInvalid,
     csrf_token,
     decide,
     new_approval_request,
 )
+from image_cicd.aws.stepfunctions import StepFunctionsNotifier
 from image_cicd.ledger.records import (
     ApprovalRecord,
     ApprovalRequest,

@@ -13,10 +13,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from image_cicd.aws.ecr import EcrScanFindings
 from image_cicd.ledger.records import CheckResult
 from image_cicd.promotion.checks import (
     MAX_POLL_SECONDS,
-    EcrScanFindings,
     builtin_checks,
     poll_tests,
     start_tests,

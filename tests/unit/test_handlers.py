@@ -31,14 +31,14 @@ from support.ledger_table import create_ledger_table
 
 from image_cicd.approvals import endpoint
 from image_cicd.approvals.decisions import (
-    StepFunctionsNotifier,
     TaskTokenInvalid,
     csrf_token,
     new_approval_request,
 )
+from image_cicd.aws.ecr import EcrScanFindings
+from image_cicd.aws.stepfunctions import StepFunctionsNotifier, StepFunctionsTestMachines
 from image_cicd.ledger.records import ApprovalRequest, CheckResult, TestResults
 from image_cicd.ledger.store import Ledger
-from image_cicd.promotion.checks import EcrScanFindings, StepFunctionsTestMachines
 from image_cicd.promotion.errors import BadInput
 from image_cicd.promotion.locks import Locker
 from image_cicd.promotion.payloads import (

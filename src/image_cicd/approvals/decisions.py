@@ -11,15 +11,13 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import secrets
 import unicodedata
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, quote
 
-from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
 from image_cicd.ledger.records import (
@@ -35,9 +33,6 @@ from image_cicd.ledger.records import (
 )
 from image_cicd.ledger.store import ApprovalExpired, PromotionNotFound
 
-if TYPE_CHECKING:
-    from mypy_boto3_stepfunctions import SFNClient
-
 __all__ = [
     "FIELD_APPROVER",
     "FIELD_COMMENT",
@@ -46,7 +41,6 @@ __all__ = [
     "ApprovalLedger",
     "DecisionForm",
     "InvalidRequest",
-    "StepFunctionsNotifier",
     "TaskNotifier",
     "TaskTokenInvalid",
     "approval_link",
@@ -297,35 +291,6 @@ def parse_decision_form(body: str | Mapping[str, str | list[str]]) -> DecisionFo
 class TaskNotifier(Protocol):
     def send_success(self, token: str, output: dict[str, Any]) -> None: ...
     def send_failure(self, token: str, error: str, cause: str) -> None: ...
-
-
-_TOKEN_GONE = {"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"}
-
-
-class StepFunctionsNotifier(TaskNotifier):
-    """Completes ``.waitForTaskToken`` tasks through the Step Functions API."""
-
-    def __init__(self, client: SFNClient) -> None:
-        self.client = client
-
-    def send_success(self, token: str, output: dict[str, Any]) -> None:
-        try:
-            self.client.send_task_success(taskToken=token, output=json.dumps(output))
-        except ClientError as error:
-            self._raise(error)
-
-    def send_failure(self, token: str, error: str, cause: str) -> None:
-        try:
-            self.client.send_task_failure(taskToken=token, error=error, cause=cause)
-        except ClientError as client_error:
-            self._raise(client_error)
-
-    @staticmethod
-    def _raise(error: ClientError) -> None:
-        code = error.response["Error"]["Code"]
-        if code in _TOKEN_GONE:
-            raise TaskTokenInvalid(code) from None
-        raise error
 
 
 # ---------------------------------------------------------------------- decide

@@ -678,7 +678,8 @@ def show(ctx: Context, execution: str, as_json: bool) -> None:
     """The states of EXECUTION in order, with status, and approval links while waiting."""
     from image_cicd.approvals.decisions import approval_link
     from image_cicd.aws.operations import execution_arn, pending_approval
-    from image_cicd.console.history import cause_text, view
+    from image_cicd.console.history import view
+    from image_cicd.promotion.errors import cause_text
 
     target = ctx.target
     ex = view(target.client("stepfunctions"), execution_arn(target, execution))
@@ -840,7 +841,7 @@ def rollback(
     if as_json:
         click.echo(json.dumps({"status": desc["status"], "error": desc.get("error"), **output}))
     if desc["status"] != "SUCCEEDED":
-        from image_cicd.console.history import cause_text
+        from image_cicd.promotion.errors import cause_text
 
         raise click.ClickException(
             f"rollback failed: {desc.get('error')}: {cause_text(desc.get('cause'))}"

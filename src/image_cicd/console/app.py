@@ -30,10 +30,11 @@ from image_cicd.approvals.decisions import approval_link, version_label
 from image_cicd.aws.operations import start_rollback
 from image_cicd.aws.stack import Target
 from image_cicd.console.graph import format_seconds, render_svg, status_key, status_label
-from image_cicd.console.history import ExecutionView, StateRun, cause_text, view
+from image_cicd.console.history import ExecutionView, StateRun, view
 from image_cicd.ledger.records import ApprovalRequest, Promotion
 from image_cicd.ledger.store import LedgerError
 from image_cicd.local.server import Inbox, Reply, Request
+from image_cicd.promotion.errors import cause_text
 from image_cicd.promotion.versions import StageState, read_stage
 
 __all__ = ["HEADERS", "Console"]

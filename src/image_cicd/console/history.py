@@ -168,16 +168,3 @@ def view(sfn: Any, execution_arn: str, definition: dict[str, Any] | None = None)
         states=states,
         path=path,
     )
-
-
-def cause_text(cause: str | None) -> str:
-    """The message in a failure cause: Lambda errors arrive as JSON with a stack trace."""
-    if not cause:
-        return ""
-    try:
-        data = json.loads(cause)
-    except ValueError:
-        return cause
-    if isinstance(data, dict) and "errorMessage" in data:
-        return str(data["errorMessage"])
-    return cause

@@ -74,6 +74,8 @@ PRELOAD = (
     "image_cicd.approvals.decisions",
     "image_cicd.approvals.endpoint",
     "image_cicd.promotion.checks",
+    "image_cicd.aws.stepfunctions",
+    "image_cicd.aws.ecr",
 )
 WARM_CLIENTS = ("dynamodb", "sns", "stepfunctions", "ecr", "lambda")
 

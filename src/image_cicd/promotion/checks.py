@@ -16,7 +16,6 @@ import time
 from typing import Any, Protocol
 
 from image_cicd.ledger.records import CheckResult
-from image_cicd.promotion.errors import ScanInProgress
 from image_cicd.promotion.payloads import Plan, StageCopy, TestRun
 from image_cicd.promotion.settings import RepositoryTests
 from image_cicd.registry.client import RegistryClient
@@ -40,36 +39,6 @@ class ScanFindings(Protocol):
         """Findings per severity; None when no scan is available; ScanInProgress."""
 
 
-class EcrScanFindings:
-    """Amazon ECR's `DescribeImageScanFindings` (basic or enhanced scanning)."""
-
-    _UNAVAILABLE = (
-        "ScanNotFoundException",
-        "ImageNotFoundException",
-        "RepositoryNotFoundException",
-    )
-
-    def __init__(self, ecr_client: Any) -> None:
-        self._ecr = ecr_client
-
-    def severity_counts(self, repository: str, digest: str) -> dict[str, int] | None:
-        try:
-            found = self._ecr.describe_image_scan_findings(
-                repositoryName=repository, imageId={"imageDigest": digest}
-            )
-        except self._ecr.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in self._UNAVAILABLE:
-                return None
-            raise
-        status = found.get("imageScanStatus", {}).get("status", "")
-        if status in ("IN_PROGRESS", "PENDING"):
-            raise ScanInProgress(f"the scan of {repository}@{digest[:19]} is still running")
-        if status not in ("COMPLETE", "ACTIVE"):
-            return None
-        counts = found.get("imageScanFindings", {}).get("findingSeverityCounts", {})
-        return {str(k): int(v) for k, v in counts.items()}
-
-
 class TestMachines(Protocol):
     """Start and look at a repository's test state machine executions."""
 
@@ -80,30 +49,6 @@ class TestMachines(Protocol):
         ...
 
     def stop(self, execution_arn: str, cause: str) -> None: ...
-
-
-class StepFunctionsTestMachines:
-    def __init__(self, sfn_client: Any) -> None:
-        self._sfn = sfn_client
-
-    def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
-        try:
-            started = self._sfn.start_execution(
-                stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
-            )
-        except self._sfn.exceptions.ExecutionAlreadyExists:  # a retried start
-            machine = state_machine_arn.replace(":stateMachine:", ":execution:", 1)
-            return f"{machine}:{name}"
-        return str(started["executionArn"])
-
-    def stop(self, execution_arn: str, cause: str) -> None:
-        self._sfn.stop_execution(executionArn=execution_arn, error="TestsTimedOut", cause=cause)
-
-    def status(self, execution_arn: str) -> tuple[str, str]:
-        found = self._sfn.describe_execution(executionArn=execution_arn)
-        status = str(found["status"])
-        detail = found.get("error") or found.get("cause") or found.get("output") or ""
-        return status, str(detail)
 
 
 def builtin_checks(

@@ -6,6 +6,8 @@ the state machines Retry and Catch on exactly these names.
 
 from __future__ import annotations
 
+import json
+
 from image_cicd.promotion.versions import VersionError
 from image_cicd.registry.errors import RegistryError
 
@@ -39,3 +41,16 @@ class ScanInProgress(WorkflowError):
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (RegistryError, VersionError, WorkflowError, ValueError)
+
+
+def cause_text(cause: str | None) -> str:
+    """The message in a failure cause: Lambda errors arrive as JSON with a stack trace."""
+    if not cause:
+        return ""
+    try:
+        data = json.loads(cause)
+    except ValueError:
+        return cause
+    if isinstance(data, dict) and "errorMessage" in data:
+        return str(data["errorMessage"])
+    return cause

@@ -21,7 +21,6 @@ from image_cicd.approvals.decisions import (
     format_message,
     new_approval_request,
 )
-from image_cicd.console.history import cause_text
 from image_cicd.ledger.records import (
     ApprovalRequest,
     ImageRef,
@@ -37,7 +36,7 @@ from image_cicd.ledger.store import (
     PromotionNotFound,
     Waiter,
 )
-from image_cicd.promotion.errors import BadInput, ImageNotFound, PromotionSuperseded
+from image_cicd.promotion.errors import BadInput, ImageNotFound, PromotionSuperseded, cause_text
 from image_cicd.promotion.locks import Locker
 from image_cicd.promotion.payloads import (
     ImageFacts,
