@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.app import Console
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.stack import LocalStack, deployed_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -38,13 +38,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(tmp_path_factory.mktemp("console-stack"), parameters=parameters) as running:
         assert running.server is not None
         if not any(prefix == "/" for prefix, _ in running.server.extra):
-            running.server.mount("/", Console(target(running.info), running.inbox))
+            running.server.mount("/", Console(deployed_stack(running.info), running.inbox))
         yield running
 
 
 @pytest.fixture(scope="module")
-def t(stack: LocalStack) -> Target:
-    return target(stack.info)
+def t(stack: LocalStack) -> DeployedStack:
+    return deployed_stack(stack.info)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 from image_cicd.approvals.decisions import approval_link
 from image_cicd.aws.operations import approve, pending_approval, start_promotion
 from image_cicd.aws.operations import wait_finished as finished
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.local.stack import LocalStack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
@@ -36,17 +36,17 @@ XSS_NAME = "<img src=x onerror=alert(2)>"
 # ------------------------------------------------------------------- helpers
 
 
-def push(t: Target, name: str) -> SyntheticImage:
+def push(t: DeployedStack, name: str) -> SyntheticImage:
     image = build_image(layers=1, layer_size=4_000)
     push_image(t.registry, f"ecr-dev/{name}", image, tags=["candidate"])
     return image
 
 
-def arn_of(t: Target, execution: str) -> str:
+def arn_of(t: DeployedStack, execution: str) -> str:
     return t.promotion_arn.replace(":stateMachine:", ":execution:") + ":" + execution
 
 
-def history(t: Target, execution: str) -> list[str]:
+def history(t: DeployedStack, execution: str) -> list[str]:
     """The execution's events in short, for failure messages."""
     sfn = t.client("stepfunctions")
     events = sfn.get_execution_history(executionArn=arn_of(t, execution))["events"]
@@ -56,12 +56,12 @@ def history(t: Target, execution: str) -> list[str]:
     ]
 
 
-def stage(t: Target, repository: str) -> tuple[dict[str, str], str | None]:
+def stage(t: DeployedStack, repository: str) -> tuple[dict[str, str], str | None]:
     state = read_stage(t.registry, repository, VersionScheme())
     return state.versions, state.latest
 
 
-def waiting_for_test(t: Target, name: str) -> tuple[str, SyntheticImage, str]:
+def waiting_for_test(t: DeployedStack, name: str) -> tuple[str, SyntheticImage, str]:
     """Push, start a promotion; (execution, image, approval link) once it waits."""
     image = push(t, name)
     execution = start_promotion(t, f"ecr-dev/{name}", image.digest).rsplit(":", 1)[-1]
@@ -89,7 +89,7 @@ def links_on(page: Any) -> set[str]:
     return {urljoin(page.url, h) for h in hrefs if h and not h.startswith("#")}
 
 
-def rollbacks(t: Target) -> list[str]:
+def rollbacks(t: DeployedStack) -> list[str]:
     sfn = t.client("stepfunctions")
     return [e["name"] for e in sfn.list_executions(stateMachineArn=t.rollback_arn)["executions"]]
 
@@ -98,7 +98,7 @@ def rollbacks(t: Target) -> list[str]:
 
 
 def test_approve_from_the_inbox_and_watch_the_graph(
-    t: Target, stack: LocalStack, console: str, page: Any
+    t: DeployedStack, stack: LocalStack, console: str, page: Any
 ) -> None:
     execution, image, _ = waiting_for_test(t, "repo-1")
     inbox_message(stack, execution)
@@ -145,7 +145,7 @@ def test_approve_from_the_inbox_and_watch_the_graph(
 
 
 def test_link_scanners_decide_nothing(
-    t: Target, stack: LocalStack, console: str, page: Any
+    t: DeployedStack, stack: LocalStack, console: str, page: Any
 ) -> None:
     execution, _, link = waiting_for_test(t, "repo-4")
     message = inbox_message(stack, execution)
@@ -181,7 +181,7 @@ def test_link_scanners_decide_nothing(
     expect(page.locator("#approval-link")).to_have_attribute("href", link)
 
 
-def test_reject_shows_the_path_to_the_rejection(t: Target, console: str, page: Any) -> None:
+def test_reject_shows_the_path_to_the_rejection(t: DeployedStack, console: str, page: Any) -> None:
     prod_before = stage(t, "ecr-prod/repo-2")
     execution, _, link = waiting_for_test(t, "repo-2")
 
@@ -217,7 +217,7 @@ def test_reject_shows_the_path_to_the_rejection(t: Target, console: str, page: A
 
 
 def test_markup_in_a_comment_is_shown_as_text(
-    t: Target, console: str, page: Any, dialogs: list[str]
+    t: DeployedStack, console: str, page: Any, dialogs: list[str]
 ) -> None:
     execution, _, link = waiting_for_test(t, "repo-3")
 
@@ -242,7 +242,7 @@ def test_markup_in_a_comment_is_shown_as_text(
     assert dialogs == []
 
 
-def test_roll_back_from_the_repositories_page(t: Target, console: str, page: Any) -> None:
+def test_roll_back_from_the_repositories_page(t: DeployedStack, console: str, page: Any) -> None:
     old, new = build_image(layers=1, layer_size=3_000), build_image(layers=1, layer_size=3_000)
     push_image(t.registry, "ecr-prod/repo-5", old, tags=["v0.1"])
     push_image(t.registry, "ecr-prod/repo-5", new, tags=["v0.2", "latest"])
@@ -273,7 +273,7 @@ def test_roll_back_from_the_repositories_page(t: Target, console: str, page: Any
     expect(page.locator("tbody tr")).to_contain_text("v0.2 → v0.1")
 
 
-def test_rollback_needs_a_post_a_confirmation_and_its_token(t: Target, console: str) -> None:
+def test_rollback_needs_a_post_a_confirmation_and_its_token(t: DeployedStack, console: str) -> None:
     before = rollbacks(t)
     assert requests.get(f"{console}/repositories/rollback", timeout=30).status_code == 405
     form = {"repository": "repo-5", "to": "", "confirm": "yes"}
@@ -292,7 +292,7 @@ def test_rollback_needs_a_post_a_confirmation_and_its_token(t: Target, console: 
     assert rollbacks(t) == before
 
 
-def prod_versions(t: Target, name: str, count: int) -> list[SyntheticImage]:
+def prod_versions(t: DeployedStack, name: str, count: int) -> list[SyntheticImage]:
     """PROD of `name` with versions v0.1..v0.<count>, latest at the newest."""
     images = [build_image(layers=1, layer_size=3_000 + n) for n in range(count)]
     for n, image in enumerate(images, 1):
@@ -313,7 +313,7 @@ def confirmation_form(console: str, name: str, to: str = "") -> dict[str, str]:
 
 @pytest.mark.parametrize(("name", "posts"), [("repo-7", 2), ("repo-8", 3)])
 def test_a_confirmation_posted_several_times_rolls_back_once(
-    t: Target, console: str, name: str, posts: int
+    t: DeployedStack, console: str, name: str, posts: int
 ) -> None:
     # Given PROD at v0.3 and the confirmation page promising v0.3 -> v0.2
     images = prod_versions(t, name, 3)
@@ -356,7 +356,7 @@ def test_a_confirmation_posted_several_times_rolls_back_once(
 
 
 def test_roll_back_by_name_when_latest_was_moved_outside_the_tool(
-    t: Target, console: str, page: Any
+    t: DeployedStack, console: str, page: Any
 ) -> None:
     # Given PROD's latest moved by hand to an image without a version tag
     images = prod_versions(t, "repo-9", 2)
@@ -385,7 +385,9 @@ def test_roll_back_by_name_when_latest_was_moved_outside_the_tool(
     ]
 
 
-def test_screenshots(t: Target, console: str, page: Any, screenshot: Callable[..., Path]) -> None:
+def test_screenshots(
+    t: DeployedStack, console: str, page: Any, screenshot: Callable[..., Path]
+) -> None:
     execution, _, _ = waiting_for_test(t, "repo-6")
     approve(t, execution, "APPROVED", "ana@example.com", "tested in staging")
     prod = pending_approval(t, execution, wait_seconds=90)

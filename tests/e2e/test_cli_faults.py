@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from image_cicd.aws.operations import pending_approval, start_promotion
 from image_cicd.cli.main import main
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.registry.synthetic import build_image, push_image
 
 
@@ -64,7 +64,9 @@ def kill(pid: int | None) -> None:
 
 
 def test_bad_options_are_one_clear_line(stack: LocalStack) -> None:
-    arn = target(stack.info).promotion_arn.replace(":stateMachine:", ":execution:") + ":nope"
+    arn = (
+        deployed_stack(stack.info).promotion_arn.replace(":stateMachine:", ":execution:") + ":nope"
+    )
     for args, message in [
         (("push", "ecr-dev/repo-1", "--platforms", ""), "name at least one platform"),
         (("push", "ecr-dev/repo-1", "--platforms", " , "), "name at least one platform"),
@@ -87,7 +89,7 @@ def test_bad_options_are_one_clear_line(stack: LocalStack) -> None:
 
 
 def test_show_prints_a_rejection_comment_as_plain_text(stack: LocalStack) -> None:
-    t = target(stack.info)
+    t = deployed_stack(stack.info)
     image = build_image(layers=1, layer_size=1001)
     push_image(t.registry, "ecr-dev/repo-1", image, tags=["candidate"])
     execution = start_promotion(t, "ecr-dev/repo-1", image.digest).rsplit(":", 1)[-1]

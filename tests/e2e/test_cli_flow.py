@@ -18,9 +18,9 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.cli.main import main
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
@@ -33,8 +33,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
-def t(stack: LocalStack) -> Target:
-    return target(stack.info)
+def t(stack: LocalStack) -> DeployedStack:
+    return deployed_stack(stack.info)
 
 
 def cli(stack: LocalStack, *args: str, input: str | None = None) -> Result:
@@ -83,7 +83,7 @@ def wait_show(stack: LocalStack, execution: str, until: str, timeout: float = 12
     raise AssertionError(f"{execution} did not reach {until}: {shown}")
 
 
-def test_push_trigger_approve_promote_and_roll_back(stack: LocalStack, t: Target) -> None:
+def test_push_trigger_approve_promote_and_roll_back(stack: LocalStack, t: DeployedStack) -> None:
     before = run_count(stack)
     pushed = json.loads(ok(stack, "push", "ecr-dev/repo-1:latest", "--size", "2MB", "--json"))
     [execution] = wait_runs(stack, before + 1)[before:]
@@ -128,7 +128,7 @@ def test_push_trigger_approve_promote_and_roll_back(stack: LocalStack, t: Target
     assert listed[0]["status"] == "SUCCEEDED"
 
 
-def test_rejection_leaves_prod_untouched(stack: LocalStack, t: Target) -> None:
+def test_rejection_leaves_prod_untouched(stack: LocalStack, t: DeployedStack) -> None:
     before = run_count(stack)
     ok(stack, "push", "ecr-dev/repo-2:latest", "--size", "1MB")
     [execution] = wait_runs(stack, before + 1)[before:]
@@ -146,7 +146,7 @@ def test_rejection_leaves_prod_untouched(stack: LocalStack, t: Target) -> None:
 
 
 def test_only_a_dev_push_of_the_trigger_tag_starts_the_pipeline(
-    stack: LocalStack, t: Target
+    stack: LocalStack, t: DeployedStack
 ) -> None:
     before = run_count(stack)
     image = build_image(layers=1, layer_size=1000)
@@ -177,7 +177,7 @@ def test_only_a_dev_push_of_the_trigger_tag_starts_the_pipeline(
 
 
 def test_a_push_starts_at_once_and_supersedes_the_older_image_waiting_for_test(
-    stack: LocalStack, t: Target
+    stack: LocalStack, t: DeployedStack
 ) -> None:
     before = run_count(stack)
     first, second = build_image(layers=1, layer_size=500), build_image(layers=1, layer_size=501)
@@ -224,7 +224,7 @@ def test_a_push_starts_at_once_and_supersedes_the_older_image_waiting_for_test(
 
 
 def test_pushing_an_image_prod_already_runs_ends_as_already_promoted(
-    stack: LocalStack, t: Target
+    stack: LocalStack, t: DeployedStack
 ) -> None:
     image = build_image(layers=1, layer_size=700)
     before = run_count(stack)
@@ -276,7 +276,7 @@ def test_errors_are_one_clear_line(stack: LocalStack) -> None:
         assert "Traceback" not in result.output
 
 
-def test_rollback_menu_asks_and_confirms(stack: LocalStack, t: Target) -> None:
+def test_rollback_menu_asks_and_confirms(stack: LocalStack, t: DeployedStack) -> None:
     result = CliRunner().invoke(
         main, ["--state-dir", str(stack.state_dir), "rollback"], input="9\n2\nn\n"
     )
@@ -286,7 +286,7 @@ def test_rollback_menu_asks_and_confirms(stack: LocalStack, t: Target) -> None:
     assert re.search(r"Aborted", result.output)
 
 
-def prod_versions(t: Target, name: str, count: int) -> list[SyntheticImage]:
+def prod_versions(t: DeployedStack, name: str, count: int) -> list[SyntheticImage]:
     """PROD of `name` with versions v0.1..v0.<count>, latest at the newest."""
     images = [build_image(layers=1, layer_size=5_000 + n) for n in range(count)]
     for n, image in enumerate(images, 1):
@@ -296,7 +296,7 @@ def prod_versions(t: Target, name: str, count: int) -> list[SyntheticImage]:
 
 
 def test_rollback_to_a_named_version_after_latest_was_moved_by_hand(
-    stack: LocalStack, t: Target
+    stack: LocalStack, t: DeployedStack
 ) -> None:
     images = prod_versions(t, "repo-6", 2)
     stray = build_image(layers=1, layer_size=5_100)
@@ -319,7 +319,7 @@ def test_rollback_to_a_named_version_after_latest_was_moved_by_hand(
 
 
 def test_rollback_changes_nothing_when_prod_moved_while_confirming(
-    stack: LocalStack, t: Target, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, t: DeployedStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     images = prod_versions(t, "repo-7", 3)
     prod = "ecr-prod/repo-7"
@@ -394,7 +394,7 @@ def test_the_stack_server_answers_only_its_own_host_and_no_browser_feeds_events(
     assert requests.get(url, timeout=30).status_code == 200
 
 
-def test_a_forged_registry_delivery_promotes_nothing(stack: LocalStack, t: Target) -> None:
+def test_a_forged_registry_delivery_promotes_nothing(stack: LocalStack, t: DeployedStack) -> None:
     # Given a DEV image that was only ever tagged feature-x
     before = run_count(stack)
     image = build_image(layers=1, layer_size=1002)

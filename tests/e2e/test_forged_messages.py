@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from image_cicd.aws.operations import pending_approval, start_promotion
-from image_cicd.aws.stack import Target
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.aws.stack import DeployedStack
+from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.registry.synthetic import build_image, push_image
 
 EVIL = "https://evil.example/approvals/steal"
@@ -28,8 +28,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
-def t(stack: LocalStack) -> Target:
-    return target(stack.info)
+def t(stack: LocalStack) -> DeployedStack:
+    return deployed_stack(stack.info)
 
 
 def inbox_has(stack: LocalStack, text: str, timeout: float = 60) -> None:
@@ -45,7 +45,9 @@ def message_divs(stack: LocalStack) -> list[str]:
     return re.findall(r'<div class="message".*?</div>', page.text, re.S)
 
 
-def test_a_forged_post_to_the_sns_hook_reaches_no_inbox(stack: LocalStack, t: Target) -> None:
+def test_a_forged_post_to_the_sns_hook_reaches_no_inbox(
+    stack: LocalStack, t: DeployedStack
+) -> None:
     forged = {
         "Type": "Notification",
         "TopicArn": t.output("ApprovalsTopicArn"),
@@ -66,7 +68,7 @@ def test_a_forged_post_to_the_sns_hook_reaches_no_inbox(stack: LocalStack, t: Ta
 
 
 def test_the_stacks_own_message_is_verified_and_a_foreign_link_is_marked(
-    stack: LocalStack, t: Target
+    stack: LocalStack, t: DeployedStack
 ) -> None:
     # Given a real approval request, published by the stack's function
     image = build_image(layers=1, layer_size=1001)
@@ -96,7 +98,7 @@ def test_the_stacks_own_message_is_verified_and_a_foreign_link_is_marked(
     assert "<a " not in foreign
 
 
-def test_the_delivery_secret_is_in_no_page_file_or_log(stack: LocalStack, t: Target) -> None:
+def test_the_delivery_secret_is_in_no_page_file_or_log(stack: LocalStack, t: DeployedStack) -> None:
     assert stack.server is not None
     secret = stack.server.sns_endpoint.rsplit("/", 1)[-1]
     pages = "".join(

@@ -24,9 +24,9 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.cli.main import main
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.stack import LocalStack, deployed_stack
 
 AWS = str(Path(sys.executable).with_name("aws"))
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -40,8 +40,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
-def t(stack: LocalStack) -> Target:
-    return target(stack.info)
+def t(stack: LocalStack) -> DeployedStack:
+    return deployed_stack(stack.info)
 
 
 def cli(stack: LocalStack, *args: str) -> Result:
@@ -127,7 +127,7 @@ def wait_for(check: Any, what: str, timeout: float = 120) -> Any:
 
 
 def waiting_promotion(
-    stack: LocalStack, t: Target, env: dict[str, str], repository: str
+    stack: LocalStack, t: DeployedStack, env: dict[str, str], repository: str
 ) -> tuple[str, str]:
     """Push DEV `repository`:latest and start its promotion with the AWS CLI, unnamed;
     (execution name, ARN) once it waits for its TEST approval."""
@@ -163,7 +163,7 @@ def history(env: dict[str, str], arn: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------
 
 
-def test_status_prints_the_exports_the_aws_cli_needs(stack: LocalStack, t: Target) -> None:
+def test_status_prints_the_exports_the_aws_cli_needs(stack: LocalStack, t: DeployedStack) -> None:
     found = exports(stack)
 
     assert found["AWS_ENDPOINT_URL"] == stack.info.aws_endpoint
@@ -175,7 +175,7 @@ def test_status_prints_the_exports_the_aws_cli_needs(stack: LocalStack, t: Targe
 
 
 def test_the_exports_reach_the_stack_from_a_shell_configured_for_another_region(
-    stack: LocalStack, t: Target, shell_env: dict[str, str]
+    stack: LocalStack, t: DeployedStack, shell_env: dict[str, str]
 ) -> None:
     machines = aws_json(shell_env, "stepfunctions", "list-state-machines")["stateMachines"]
     assert t.promotion_arn in [m["stateMachineArn"] for m in machines]
@@ -184,7 +184,7 @@ def test_the_exports_reach_the_stack_from_a_shell_configured_for_another_region(
 
 
 def test_unnamed_executions_get_a_uuid_and_odd_input_breaks_no_listing(
-    stack: LocalStack, t: Target, shell_env: dict[str, str]
+    stack: LocalStack, t: DeployedStack, shell_env: dict[str, str]
 ) -> None:
     started = []
     for machine in (t.promotion_arn, t.rollback_arn):
@@ -220,7 +220,7 @@ def test_unnamed_executions_get_a_uuid_and_odd_input_breaks_no_listing(
 
 
 def test_stop_execution_aborts_it_and_the_ledger_and_console_say_so(
-    stack: LocalStack, t: Target, shell_env: dict[str, str]
+    stack: LocalStack, t: DeployedStack, shell_env: dict[str, str]
 ) -> None:
     name, arn = waiting_promotion(stack, t, shell_env, "repo-1")
     [approval] = [a for a in t.ledger.list_approvals("PENDING") if a.execution == name]
@@ -301,7 +301,7 @@ def test_stop_execution_aborts_it_and_the_ledger_and_console_say_so(
 
 
 def test_a_rejections_cause_reaches_the_execution_console_and_notification(
-    stack: LocalStack, t: Target, shell_env: dict[str, str]
+    stack: LocalStack, t: DeployedStack, shell_env: dict[str, str]
 ) -> None:
     name, arn = waiting_promotion(stack, t, shell_env, "repo-2")
 

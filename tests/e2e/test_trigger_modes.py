@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from image_cicd.cli.main import main
 from image_cicd.local.aws import LocalAws
 from image_cicd.local.deployer import DeployError, deploy
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.local.trigger import transformed_input
 from image_cicd.promotion.payloads import PromotionRequest
 
@@ -148,7 +148,7 @@ def wait_for(check: Any, what: str, timeout: float = 120) -> Any:
 def test_direct_mode_a_push_starts_a_promotion_without_a_pipeline(direct: LocalStack) -> None:
     assert direct.runner is not None
     assert direct.registry is not None
-    t = target(direct.info)
+    t = deployed_stack(direct.info)
     # the same push command as the Pipeline-mode end-to-end tests
     result = CliRunner().invoke(
         main,

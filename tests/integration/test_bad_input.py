@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from image_cicd.aws.operations import wait_finished
-from image_cicd.aws.stack import Target
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.aws.stack import DeployedStack
+from image_cicd.local.stack import LocalStack, deployed_stack
 
 NOT_OBJECTS = ["[]", "null", '"x"', "17", '[{"repository": "ecr-dev/repo-1"}]']
 
@@ -27,8 +27,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
-def t(stack: LocalStack) -> Target:
-    return target(stack.info)
+def t(stack: LocalStack) -> DeployedStack:
+    return deployed_stack(stack.info)
 
 
 def notification(stack: LocalStack, execution: str, timeout: float = 60) -> dict[str, str]:
@@ -45,7 +45,7 @@ def notification(stack: LocalStack, execution: str, timeout: float = 60) -> dict
 @pytest.mark.parametrize("machine", ["promotion", "rollback"])
 @pytest.mark.parametrize("given", NOT_OBJECTS)
 def test_input_that_is_not_an_object_fails_as_bad_input_and_is_notified(
-    stack: LocalStack, t: Target, machine: str, given: str
+    stack: LocalStack, t: DeployedStack, machine: str, given: str
 ) -> None:
     arn = t.promotion_arn if machine == "promotion" else t.rollback_arn
     sfn = t.client("stepfunctions")
@@ -61,7 +61,7 @@ def test_input_that_is_not_an_object_fails_as_bad_input_and_is_notified(
 
 
 def test_a_failure_notice_still_names_the_repository_the_input_asked_for(
-    stack: LocalStack, t: Target
+    stack: LocalStack, t: DeployedStack
 ) -> None:
     sfn = t.client("stepfunctions")
     asked = json.dumps({"repository": "ecr-test/repo-1"})

@@ -19,9 +19,9 @@ from support.registry_storage import corrupt_blob
 
 from image_cicd.aws.operations import approve, pending_approval, start_promotion
 from image_cicd.aws.operations import wait_finished as finished
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.history import view
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import build_image, push_image
 
@@ -57,7 +57,7 @@ def test_a_layer_corrupted_before_the_test_approval_never_reaches_prod(
     stack: LocalStack, flavour: str
 ) -> None:
     assert stack.registry is not None
-    t: Target = target(stack.info)
+    t: DeployedStack = deployed_stack(stack.info)
     image = build_image(layers=3, layer_size=200_000, seed=11)
     push_image(t.registry, f"ecr-dev/{REPO}", image, tags=["candidate"])
     arn = start_promotion(t, f"ecr-dev/{REPO}", image.digest)

@@ -24,9 +24,9 @@ from support.holding_proxy import HoldingProxy
 
 from image_cicd.aws.operations import approve, pending_approval, start_promotion
 from image_cicd.aws.operations import wait_finished as finished
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.aws.wiring import LEASE_SECONDS  # how long a dead holder keeps its lock
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import build_image, push_image
 
@@ -45,8 +45,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture
-def t(stack: LocalStack) -> Target:
-    return target(stack.info)
+def t(stack: LocalStack) -> DeployedStack:
+    return deployed_stack(stack.info)
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def proxy(stack: LocalStack) -> Iterator[HoldingProxy]:
         yield running
 
 
-def _route_through(t: Target, function: str, url: str) -> Callable[[], None]:
+def _route_through(t: DeployedStack, function: str, url: str) -> Callable[[], None]:
     lam = t.client("lambda")
     before = lam.get_function_configuration(FunctionName=function)["Environment"]
     lam.update_function_configuration(
@@ -66,7 +66,7 @@ def _route_through(t: Target, function: str, url: str) -> Callable[[], None]:
     return lambda: lam.update_function_configuration(FunctionName=function, Environment=before)
 
 
-def _lock(t: Target, repository: str) -> dict[str, Any] | None:
+def _lock(t: DeployedStack, repository: str) -> dict[str, Any] | None:
     item = t.client("dynamodb").get_item(
         TableName=t.output("LedgerTableName"),
         Key={"pk": {"S": f"LOCK#{repository}"}, "sk": {"S": "LOCK"}},
@@ -76,19 +76,19 @@ def _lock(t: Target, repository: str) -> dict[str, Any] | None:
     return found
 
 
-def _lease_until(t: Target, repository: str) -> float:
+def _lease_until(t: DeployedStack, repository: str) -> float:
     item = _lock(t, repository)
     assert item is not None, f"nobody holds the lock on {repository}"
     return float(item["lease_until"]["N"])
 
 
-def _failed_tasks(t: Target, arn: str) -> list[str]:
+def _failed_tasks(t: DeployedStack, arn: str) -> list[str]:
     history = t.client("stepfunctions").get_execution_history(executionArn=arn)["events"]
     return [e["taskFailedEventDetails"]["error"] for e in history if e["type"] == "TaskFailed"]
 
 
 def test_a_worker_killed_after_writing_the_version_tag_is_retried_and_finishes_it(
-    t: Target, proxy: HoldingProxy
+    t: DeployedStack, proxy: HoldingProxy
 ) -> None:
     image = build_image(layers=2, layer_size=30_000)
     push_image(t.registry, f"ecr-dev/{NAME}", image, tags=["candidate"])
@@ -142,7 +142,7 @@ def test_a_worker_killed_after_writing_the_version_tag_is_retried_and_finishes_i
 
 
 def test_a_worker_killed_after_moving_prods_latest_is_retried_and_records_the_release(
-    t: Target, proxy: HoldingProxy
+    t: DeployedStack, proxy: HoldingProxy
 ) -> None:
     name, prod = "repo-2", "ecr-prod/repo-2"
     image = build_image(layers=2, layer_size=30_000)

@@ -26,7 +26,6 @@ from image_cicd.ledger.records import (
     CheckResult,
     ImageRef,
     Release,
-    Stage,
     TestResults,
 )
 from image_cicd.ledger.store import (
@@ -36,6 +35,7 @@ from image_cicd.ledger.store import (
     Ledger,
     PromotionNotFound,
 )
+from image_cicd.stages import Destination
 
 TABLE = "ledger"
 REGION = "us-east-1"
@@ -69,7 +69,7 @@ def ledger(dynamodb: Any) -> Ledger:
 
 
 def make_approval(
-    stage: Stage = "PROD",
+    stage: Destination = "PROD",
     *,
     execution: str = "exec-1",
     created: datetime = T0,
@@ -295,7 +295,7 @@ class RecordingNotifier:
             raise self.fail_with
 
 
-def pending(ledger: Ledger, stage: Stage = "PROD", **options: Any) -> ApprovalRequest:
+def pending(ledger: Ledger, stage: Destination = "PROD", **options: Any) -> ApprovalRequest:
     ledger.start_promotion("exec-1", "repo-1", DIGEST, T0)
     approval = make_approval(stage, **options)
     ledger.put_approval_request(approval)

@@ -22,9 +22,9 @@ from support.fault_proxy import FaultProxy
 from image_cicd.approvals.decisions import approval_link
 from image_cicd.aws.operations import approve, pending_approval, start_promotion, start_rollback
 from image_cicd.aws.operations import wait_finished as finished
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.history import view
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
@@ -65,38 +65,38 @@ def stack(tmp_path_factory: pytest.TempPathFactory, flavour: str) -> Iterator[Lo
 
 
 @pytest.fixture(scope="module")
-def t(stack: LocalStack) -> Target:
-    return target(stack.info)
+def t(stack: LocalStack) -> DeployedStack:
+    return deployed_stack(stack.info)
 
 
-def push(t: Target, name: str, **options: Any) -> SyntheticImage:
+def push(t: DeployedStack, name: str, **options: Any) -> SyntheticImage:
     image = build_image(layers=2, layer_size=30_000, **options)
     push_image(t.registry, f"ecr-dev/{name}", image, tags=["candidate"])
     return image
 
 
-def stage(t: Target, repository: str) -> tuple[dict[str, str], str | None]:
+def stage(t: DeployedStack, repository: str) -> tuple[dict[str, str], str | None]:
     state = read_stage(t.registry, repository, VersionScheme())
     return state.versions, state.latest
 
 
-def run_to_approval(t: Target, name: str, image: SyntheticImage) -> str:
+def run_to_approval(t: DeployedStack, name: str, image: SyntheticImage) -> str:
     arn = start_promotion(t, f"ecr-dev/{name}", image.digest)
     execution = arn.rsplit(":", 1)[-1]
     assert pending_approval(t, execution, wait_seconds=120) is not None, "no TEST approval"
     return execution
 
 
-def decide(t: Target, execution: str, decision: str, who: str = "ana@example.com") -> None:
+def decide(t: DeployedStack, execution: str, decision: str, who: str = "ana@example.com") -> None:
     _, result = approve(t, execution, decision, who, comment=f"{decision} by test")  # type: ignore[arg-type]
     assert result.status == 200, result.page
 
 
-def arn_of(t: Target, execution: str) -> str:
+def arn_of(t: DeployedStack, execution: str) -> str:
     return t.promotion_arn.replace(":stateMachine:", ":execution:") + ":" + execution
 
 
-def promote_fully(t: Target, name: str, image: SyntheticImage) -> str:
+def promote_fully(t: DeployedStack, name: str, image: SyntheticImage) -> str:
     execution = run_to_approval(t, name, image)
     decide(t, execution, "APPROVED")
     assert pending_approval(t, execution, wait_seconds=120) is not None, "no PROD approval"
@@ -105,7 +105,7 @@ def promote_fully(t: Target, name: str, image: SyntheticImage) -> str:
     return execution
 
 
-def test_happy_path_promotes_the_pinned_digest_with_versions(t: Target) -> None:
+def test_happy_path_promotes_the_pinned_digest_with_versions(t: DeployedStack) -> None:
     image = push(t, "repo-1")
     execution = promote_fully(t, "repo-1", image)
 
@@ -132,7 +132,9 @@ def test_happy_path_promotes_the_pinned_digest_with_versions(t: Target) -> None:
     assert states["Promoted"].status == "succeeded"
 
 
-def test_copies_mount_or_say_why_they_streamed(stack: LocalStack, t: Target, flavour: str) -> None:
+def test_copies_mount_or_say_why_they_streamed(
+    stack: LocalStack, t: DeployedStack, flavour: str
+) -> None:
     image = push(t, "repo-11")
     execution = promote_fully(t, "repo-11", image)
 
@@ -148,7 +150,7 @@ def test_copies_mount_or_say_why_they_streamed(stack: LocalStack, t: Target, fla
     assert t.ledger.get_promotion(execution).outcome == "SUCCEEDED"
 
 
-def test_test_rejected_leaves_every_repository_as_it_was(t: Target) -> None:
+def test_test_rejected_leaves_every_repository_as_it_was(t: DeployedStack) -> None:
     image = push(t, "repo-2")
     execution = run_to_approval(t, "repo-2", image)
 
@@ -166,7 +168,7 @@ def test_test_rejected_leaves_every_repository_as_it_was(t: Target) -> None:
     ]
 
 
-def test_prod_rejected_leaves_prod_untouched(t: Target) -> None:
+def test_prod_rejected_leaves_prod_untouched(t: DeployedStack) -> None:
     image = push(t, "repo-3")
     execution = run_to_approval(t, "repo-3", image)
     decide(t, execution, "APPROVED")
@@ -180,7 +182,7 @@ def test_prod_rejected_leaves_prod_untouched(t: Target) -> None:
     assert t.ledger.get_promotion(execution).outcome == "REJECTED"
 
 
-def _set_env(t: Target, function: str, **values: str) -> Callable[[], None]:
+def _set_env(t: DeployedStack, function: str, **values: str) -> Callable[[], None]:
     """Change a function's configuration through the Lambda API; returns the undo."""
     lam = t.client("lambda")
     name = f"image-cicd-{function}"
@@ -193,7 +195,7 @@ def _set_env(t: Target, function: str, **values: str) -> Callable[[], None]:
     )
 
 
-def test_approval_expired(t: Target) -> None:
+def test_approval_expired(t: DeployedStack) -> None:
     undo = _set_env(t, "ResolveRepoFunction", APPROVAL_TIMEOUT_SECONDS="2")
     try:
         image = push(t, "repo-4")
@@ -214,7 +216,7 @@ def test_approval_expired(t: Target) -> None:
     assert page.status_code == 410
 
 
-def test_tests_fail_after_the_copy_to_test(t: Target) -> None:
+def test_tests_fail_after_the_copy_to_test(t: DeployedStack) -> None:
     image = push(t, FAILING_TESTS)
     execution = run_to_approval(t, FAILING_TESTS, image)
 
@@ -231,7 +233,7 @@ def test_tests_fail_after_the_copy_to_test(t: Target) -> None:
     assert "org.example.tested" in promotion.tests.summary
 
 
-def test_image_deleted_before_the_copy(t: Target) -> None:
+def test_image_deleted_before_the_copy(t: DeployedStack) -> None:
     image = push(t, "repo-6")
     execution = run_to_approval(t, "repo-6", image)
     t.registry.delete_manifest("ecr-dev/repo-6", image.digest)
@@ -249,7 +251,7 @@ def test_image_deleted_before_the_copy(t: Target) -> None:
 
 
 def test_registry_briefly_unavailable_is_retried(
-    t: Target, stack: LocalStack, fault_proxy: Callable[..., FaultProxy]
+    t: DeployedStack, stack: LocalStack, fault_proxy: Callable[..., FaultProxy]
 ) -> None:
     assert stack.registry is not None
     proxy = fault_proxy(stack.registry.url)
@@ -284,7 +286,7 @@ def test_registry_briefly_unavailable_is_retried(
 
 
 def test_a_digest_prod_already_runs_ends_as_already_promoted_without_asking(
-    stack: LocalStack, t: Target
+    stack: LocalStack, t: DeployedStack
 ) -> None:
     image = push(t, "repo-8")
     first = promote_fully(t, "repo-8", image)
@@ -308,7 +310,9 @@ def test_a_digest_prod_already_runs_ends_as_already_promoted_without_asking(
     assert len(t.ledger.releases("ecr-prod/repo-8")) == 1  # latest did not move again
 
 
-def test_a_digest_rejected_for_prod_can_be_promoted_again(stack: LocalStack, t: Target) -> None:
+def test_a_digest_rejected_for_prod_can_be_promoted_again(
+    stack: LocalStack, t: DeployedStack
+) -> None:
     # Given an image that reached TEST (its latest there) and was rejected for PROD
     image = push(t, "repo-14")
     first = run_to_approval(t, "repo-14", image)
@@ -332,7 +336,7 @@ def test_a_digest_rejected_for_prod_can_be_promoted_again(stack: LocalStack, t: 
 
 
 def test_a_newer_image_supersedes_the_older_promotion_waiting_for_its_test_approval(
-    stack: LocalStack, t: Target
+    stack: LocalStack, t: DeployedStack
 ) -> None:
     a, b = push(t, "repo-12"), push(t, "repo-12")
     older = run_to_approval(t, "repo-12", a)
@@ -367,7 +371,7 @@ def test_a_newer_image_supersedes_the_older_promotion_waiting_for_its_test_appro
 
 
 def test_a_promotion_past_its_approval_is_never_interrupted_and_prod_waits_supersede(
-    t: Target,
+    t: DeployedStack,
 ) -> None:
     a, b = push(t, "repo-13"), push(t, "repo-13")
     older = run_to_approval(t, "repo-13", a)
@@ -394,7 +398,7 @@ def test_a_promotion_past_its_approval_is_never_interrupted_and_prod_waits_super
     assert stage(t, "ecr-test/repo-13")[1] == b.digest
 
 
-def test_two_promotions_of_one_repository_at_once(t: Target) -> None:
+def test_two_promotions_of_one_repository_at_once(t: DeployedStack) -> None:
     # With superseding off both wait for each approval, and both are approved at
     # once: the per-repository lock lets one copy at a time, `latest` never goes back.
     undo = _set_env(t, "WaitForApprovalFunction", SUPERSEDE_WAITING_PROMOTIONS="false")
@@ -421,7 +425,7 @@ def test_two_promotions_of_one_repository_at_once(t: Target) -> None:
     assert recorded == {"v0.1", "v0.2"}
 
 
-def test_rollback_to_previous_named_and_nothing_left(t: Target) -> None:
+def test_rollback_to_previous_named_and_nothing_left(t: DeployedStack) -> None:
     images = [push(t, "repo-10") for _ in range(3)]
     for image in images:
         promote_fully(t, "repo-10", image)
@@ -446,12 +450,12 @@ def test_rollback_to_previous_named_and_nothing_left(t: Target) -> None:
     assert kinds[:2] == [("ROLLBACK", "v0.1"), ("ROLLBACK", "v0.2")]
 
 
-def test_rollback_of_a_repository_that_is_not_prod_is_refused(t: Target) -> None:
+def test_rollback_of_a_repository_that_is_not_prod_is_refused(t: DeployedStack) -> None:
     desc = finished(t, start_rollback(t, "ecr-test/repo-1"))
     assert (desc["status"], desc["error"]) == ("FAILED", "BadInput")
 
 
-def prod_versions(t: Target, name: str, count: int) -> list[SyntheticImage]:
+def prod_versions(t: DeployedStack, name: str, count: int) -> list[SyntheticImage]:
     """PROD of `name` with versions v0.1..v0.<count>, latest at the newest."""
     images = [build_image(layers=1, layer_size=20_000 + n) for n in range(count)]
     for n, image in enumerate(images, 1):
@@ -460,7 +464,7 @@ def prod_versions(t: Target, name: str, count: int) -> list[SyntheticImage]:
     return images
 
 
-def start_raw(t: Target, payload: dict[str, Any], name: str | None = None) -> str:
+def start_raw(t: DeployedStack, payload: dict[str, Any], name: str | None = None) -> str:
     """A direct start-execution of the rollback machine, as the AWS CLI would do it."""
     named = {"name": name} if name else {}
     started = t.client("stepfunctions").start_execution(
@@ -469,7 +473,7 @@ def start_raw(t: Target, payload: dict[str, Any], name: str | None = None) -> st
     return str(started["executionArn"])
 
 
-def test_rollbacks_from_the_same_version_move_prod_once(t: Target) -> None:
+def test_rollbacks_from_the_same_version_move_prod_once(t: DeployedStack) -> None:
     # Given PROD at v0.3, and three rollbacks started together, each from v0.3
     images = prod_versions(t, "repo-15", 3)
     prod = "ecr-prod/repo-15"
@@ -492,7 +496,7 @@ def test_rollbacks_from_the_same_version_move_prod_once(t: Target) -> None:
     assert len(t.ledger.releases(prod)) == 1
 
 
-def test_rollbacks_started_together_without_from_go_back_one_each(t: Target) -> None:
+def test_rollbacks_started_together_without_from_go_back_one_each(t: DeployedStack) -> None:
     images = prod_versions(t, "repo-16", 3)
     prod = "ecr-prod/repo-16"
     with ThreadPoolExecutor(2) as pool:
@@ -508,7 +512,7 @@ def test_rollbacks_started_together_without_from_go_back_one_each(t: Target) -> 
     assert {r.execution for r in releases} == {arn.rsplit(":", 1)[-1] for arn in arns}
 
 
-def test_a_named_rollback_works_when_latest_was_moved_outside_the_tool(t: Target) -> None:
+def test_a_named_rollback_works_when_latest_was_moved_outside_the_tool(t: DeployedStack) -> None:
     # Given PROD's latest moved by hand to an image that has no version tag
     images = prod_versions(t, "repo-17", 2)
     prod = "ecr-prod/repo-17"
@@ -541,12 +545,12 @@ def test_a_named_rollback_works_when_latest_was_moved_outside_the_tool(t: Target
     assert stage(t, prod)[1] == images[1].digest
 
 
-def test_unknown_repository_is_a_named_error(t: Target) -> None:
+def test_unknown_repository_is_a_named_error(t: DeployedStack) -> None:
     desc = finished(t, start_promotion(t, "ecr-dev/nope", "sha256:" + "0" * 64))
     assert (desc["status"], desc["error"]) == ("FAILED", "RepositoryNotConfigured")
 
 
-def test_no_function_logged_a_task_token(stack: LocalStack, t: Target) -> None:
+def test_no_function_logged_a_task_token(stack: LocalStack, t: DeployedStack) -> None:
     tokens = [a.task_token.get_secret_value() for a in t.ledger.list_approvals()]
     logs = "".join(p.read_text() for p in Path(stack.state_dir, "aws").rglob("*.log"))
     assert tokens

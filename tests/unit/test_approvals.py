@@ -21,14 +21,15 @@ from image_cicd.approvals.decisions import (
     parse_decision_form,
     version_label,
 )
-from image_cicd.ledger.records import ApprovalRequest, CheckResult, ImageRef, Stage, TestResults
+from image_cicd.ledger.records import ApprovalRequest, CheckResult, ImageRef, TestResults
+from image_cicd.stages import Destination
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAf-secret-task-token"
 EVIL = '<script>alert("x")</script>'
 
 
-def make_approval(stage: Stage = "PROD", text: str | None = None) -> ApprovalRequest:
+def make_approval(stage: Destination = "PROD", text: str | None = None) -> ApprovalRequest:
     t = text
     approval = new_approval_request(
         execution=t or "exec-1",

@@ -27,11 +27,11 @@ from image_cicd.ledger.records import (
     Decision,
     ImageRef,
     Promotion,
-    Stage,
     TestResults,
     iso,
 )
 from image_cicd.ledger.store import ApprovalExpired, PromotionNotFound
+from image_cicd.stages import Destination
 
 __all__ = [
     "FIELD_APPROVER",
@@ -84,7 +84,7 @@ def new_approval_id() -> str:
 def new_approval_request(
     *,
     execution: str,
-    stage: Stage,
+    stage: Destination,
     repository: str,
     target_repository: str,
     digest: str,

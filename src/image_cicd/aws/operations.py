@@ -22,7 +22,7 @@ from image_cicd.approvals.decisions import (
     FIELD_DECISION,
     approval_link,
 )
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.ledger.records import ApprovalRequest, Decision
 
 
@@ -34,7 +34,7 @@ class OperatorError(Exception):
 NO_SUCH_EXECUTION = ("ExecutionDoesNotExist", "InvalidArn", "ValidationException")
 
 
-def execution_arn(target: Target, name_or_arn: str) -> str:
+def execution_arn(target: DeployedStack, name_or_arn: str) -> str:
     """An execution ARN from a name of either state machine (or an ARN) that exists.
 
     Only "no such execution" answers mean "not this one": an endpoint that cannot be
@@ -62,7 +62,7 @@ def execution_arn(target: Target, name_or_arn: str) -> str:
 
 
 def pending_approval(
-    target: Target, execution: str, *, wait_seconds: float = 0.0
+    target: DeployedStack, execution: str, *, wait_seconds: float = 0.0
 ) -> ApprovalRequest | None:
     """The approval an execution waits for now (waiting up to `wait_seconds`)."""
     deadline = time.monotonic() + wait_seconds
@@ -120,7 +120,7 @@ def decide_via_endpoint(
 
 
 def approve(
-    target: Target,
+    target: DeployedStack,
     execution: str,
     decision: Decision,
     approver: str,
@@ -137,7 +137,7 @@ def approve(
 
 
 def start_rollback(
-    target: Target,
+    target: DeployedStack,
     repository: str,
     to: str | None = None,
     *,
@@ -169,7 +169,7 @@ def start_rollback(
     return str(started["executionArn"])
 
 
-def start_promotion(target: Target, repository: str, digest: str) -> str:
+def start_promotion(target: DeployedStack, repository: str, digest: str) -> str:
     name = f"{repository.rsplit('/', 1)[-1]}-{uuid.uuid4()}"
     started = target.client("stepfunctions").start_execution(
         stateMachineArn=target.promotion_arn,
@@ -179,7 +179,7 @@ def start_promotion(target: Target, repository: str, digest: str) -> str:
     return str(started["executionArn"])
 
 
-def wait_finished(target: Target, arn: str, *, timeout: float = 120.0) -> dict[str, Any]:
+def wait_finished(target: DeployedStack, arn: str, *, timeout: float = 120.0) -> dict[str, Any]:
     """describe_execution once the execution is no longer RUNNING."""
     sfn = target.client("stepfunctions")
     deadline = time.monotonic() + timeout

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from image_cicd.ledger.store import Ledger
-from image_cicd.promotion.settings import Stage
 from image_cicd.promotion.versions import VersionScheme
 from image_cicd.registry.client import RegistryClient
+from image_cicd.stages import Stage
 
 
-class TargetError(Exception):
+class StackError(Exception):
     pass
 
 
 @dataclass
-class Target:
+class DeployedStack:
     name: str
     outputs: dict[str, str]
     client: Callable[[str], Any]
@@ -32,7 +32,7 @@ class Target:
         try:
             return self.outputs[key]
         except KeyError:
-            raise TargetError(f"stack {self.name} has no output {key}") from None
+            raise StackError(f"stack {self.name} has no output {key}") from None
 
     @property
     def repositories(self) -> list[str]:
@@ -59,7 +59,7 @@ class Target:
         return self.output("RollbackStateMachineArn")
 
 
-def from_cloudformation(stack_name: str, region: str | None = None) -> Target:
+def from_cloudformation(stack_name: str, region: str | None = None) -> DeployedStack:
     """A stack deployed with `sam deploy`: outputs and parameters from CloudFormation."""
     import boto3
 
@@ -69,10 +69,10 @@ def from_cloudformation(stack_name: str, region: str | None = None) -> Target:
     try:
         stack = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
     except Exception as exc:
-        raise TargetError(f"cannot read stack {stack_name}: {exc}") from exc
+        raise StackError(f"cannot read stack {stack_name}: {exc}") from exc
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     params = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
-    return Target(
+    return DeployedStack(
         name=stack_name,
         outputs=outputs,
         client=lambda service: session.client(service),  # type: ignore[call-overload]

@@ -10,15 +10,16 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from image_cicd.stages import STAGES
+
 if TYPE_CHECKING:
-    from image_cicd.aws.stack import Target
+    from image_cicd.aws.stack import DeployedStack
 
 F = TypeVar("F", bound=Callable[..., Any])
-STAGES: tuple[Literal["DEV", "TEST", "PROD"], ...] = ("DEV", "TEST", "PROD")
 
 
 def friendly_errors(func: F) -> F:
@@ -47,7 +48,7 @@ def _known_error(exc: Exception) -> bool:
     from requests.exceptions import ConnectionError as HttpConnectionError
 
     from image_cicd.aws.operations import OperatorError
-    from image_cicd.aws.stack import TargetError
+    from image_cicd.aws.stack import StackError
     from image_cicd.ledger.store import LedgerError
     from image_cicd.local.aws import LocalAwsError
     from image_cicd.local.deployer import DeployError
@@ -57,7 +58,7 @@ def _known_error(exc: Exception) -> bool:
 
     local = (DeployError, LocalAwsError, RegistryStartError, StackRunning)
     unreachable = (BotoCoreError, ClientError, HttpConnectionError)
-    known = (*USER_ERRORS, LedgerError, OperatorError, TargetError, *local, *unreachable)
+    known = (*USER_ERRORS, LedgerError, OperatorError, StackError, *local, *unreachable)
     return isinstance(exc, known)
 
 
@@ -92,26 +93,26 @@ class Context:
     def __init__(self, stack_name: str | None, state_dir: Path | None) -> None:
         self.stack_name = stack_name
         self.state_dir = state_dir
-        self._target: Target | None = None
+        self._target: DeployedStack | None = None
 
     @property
-    def target(self) -> Target:
+    def target(self) -> DeployedStack:
         if self._target is None:
             if self.stack_name:
                 from image_cicd.aws.stack import from_cloudformation
 
                 self._target = from_cloudformation(self.stack_name)
             else:
-                from image_cicd.aws.stack import TargetError
-                from image_cicd.local.stack import running_stack, target
+                from image_cicd.aws.stack import StackError
+                from image_cicd.local.stack import deployed_stack, running_stack
 
                 info = running_stack(self.state_dir)
                 if info is None:
-                    raise TargetError(
+                    raise StackError(
                         "no local stack is running: start one with `image-cicd local up`, "
                         "or name a stack on AWS with --stack NAME"
                     )
-                self._target = target(info)
+                self._target = deployed_stack(info)
         return self._target
 
 
@@ -604,7 +605,7 @@ def push(
 # -- executions -----------------------------------------------------------------------
 
 
-def _executions(target: Target, limit: int = 50) -> list[dict[str, Any]]:
+def _executions(target: DeployedStack, limit: int = 50) -> list[dict[str, Any]]:
     sfn = target.client("stepfunctions")
     found = []
     for kind, arn in (("promotion", target.promotion_arn), ("rollback", target.rollback_arn)):

@@ -4,7 +4,7 @@ status, the approval inbox, and the repositories with a rollback button.
 
 A request handler for `StackServer.mount`:
 
-    stack.server.mount("/", Console(target(stack.info), stack.inbox))
+    stack.server.mount("/", Console(deployed_stack(stack.info), stack.inbox))
 
 Server-side rendered HTML, no external assets, every value escaped. GET and HEAD
 never change anything; the only action (rollback) is a POST with a confirmation
@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from image_cicd.approvals.decisions import approval_link, version_label
 from image_cicd.aws.operations import start_rollback
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.graph import format_seconds, render_svg, status_key, status_label
 from image_cicd.console.history import ExecutionView, StateRun, view
 from image_cicd.ledger.records import ApprovalRequest, Promotion
@@ -36,6 +36,7 @@ from image_cicd.ledger.store import LedgerError
 from image_cicd.local.server import Inbox, Reply, Request
 from image_cicd.promotion.errors import cause_text
 from image_cicd.promotion.versions import StageState, read_stage
+from image_cicd.stages import STAGES
 
 __all__ = ["HEADERS", "Console"]
 
@@ -55,7 +56,6 @@ _CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-STAGES = ("DEV", "TEST", "PROD")
 MAX_BODY = 16 * 1024
 MAX_ROWS = 200
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -221,13 +221,13 @@ class _Row:
 class Console:
     """The console's pages, as a `server.Handler` (`Request` -> `Reply`).
 
-    `target` is the stack (`image_cicd.local.stack.target(info)`), `inbox` the
+    `target` is the stack (`image_cicd.local.stack.deployed_stack(info)`), `inbox` the
     stack's SNS inbox (its messages are shown on the approvals page).
     """
 
     def __init__(
         self,
-        target: Target,
+        target: DeployedStack,
         inbox: Inbox | None = None,
         *,
         prefix: str = "",
@@ -861,7 +861,7 @@ class Console:
             rows = []
             prod: StageState | None = None
             for stage in STAGES:
-                repository = self.target.stage_repository(name, stage)  # type: ignore[arg-type]
+                repository = self.target.stage_repository(name, stage)
                 state = self._stage(repository)
                 if stage == "PROD":
                     prod = state

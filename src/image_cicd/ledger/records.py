@@ -19,7 +19,8 @@ from pydantic import (
     SecretStr,
 )
 
-Stage = Literal["TEST", "PROD"]
+from image_cicd.stages import Destination
+
 ApprovalStatus = Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED", "SUPERSEDED"]
 Decision = Literal["APPROVED", "REJECTED"]
 Outcome = Literal[
@@ -54,24 +55,26 @@ UtcDatetime = Annotated[
 ]
 
 
-class _Model(BaseModel):
+class FrozenModel(BaseModel):
+    """The base of the records and the task payloads: immutable, unknown fields ignored."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class ImageRef(_Model):
+class ImageRef(FrozenModel):
     """An image a stage runs: its digest and version tag (if it has one)."""
 
     digest: str
     version: str | None = None
 
 
-class CheckResult(_Model):
+class CheckResult(FrozenModel):
     name: str
     passed: bool
     detail: str = ""
 
 
-class TestResults(_Model):
+class TestResults(FrozenModel):
     """Summary of the tests run against the TEST image."""
 
     __test__: ClassVar[bool] = False  # not a pytest test class
@@ -82,7 +85,7 @@ class TestResults(_Model):
     duration_seconds: float | None = None
 
 
-class ApprovalRequest(_Model):
+class ApprovalRequest(FrozenModel):
     """One human approval a promotion waits for.
 
     ``repository`` is the source stage repository (``ecr-dev/repo-1``),
@@ -98,7 +101,7 @@ class ApprovalRequest(_Model):
 
     approval_id: str
     execution: str
-    stage: Stage
+    stage: Destination
     repository: str
     target_repository: str
     digest: str
@@ -123,18 +126,18 @@ class ApprovalRequest(_Model):
         return self.status == "EXPIRED" or (self.status == "PENDING" and now >= self.expires_at)
 
 
-class ApprovalRecord(_Model):
+class ApprovalRecord(FrozenModel):
     """A decision as kept in the promotion's audit trail."""
 
     approval_id: str
-    stage: Stage
+    stage: Destination
     decision: ApprovalStatus
     approver: str | None = None
     comment: str | None = None
     decided_at: UtcDatetime | None = None
 
 
-class Promotion(_Model):
+class Promotion(FrozenModel):
     """One run of the promotion workflow for one image.
 
     ``repository`` is the repository *name* without stage prefix (``repo-1``).
@@ -153,7 +156,7 @@ class Promotion(_Model):
     finished_at: UtcDatetime | None = None
 
 
-class Release(_Model):
+class Release(FrozenModel):
     """What a PROD repository's ``latest`` was moved to, when and why."""
 
     repository: str  # the PROD repository, e.g. ecr-prod/repo-1

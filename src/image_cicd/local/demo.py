@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from image_cicd.aws.operations import approve, pending_approval, start_rollback, wait_finished
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.history import states_of
-from image_cicd.local.stack import LocalStack, target
+from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.local.trigger import PipelineRunner
 from image_cicd.promotion.versions import read_stage
 from image_cicd.registry.synthetic import build_image, push_image
+from image_cicd.stages import DESTINATIONS
 
 NAME = "repo-1"
 DEV, TEST, PROD = f"ecr-dev/{NAME}", f"ecr-test/{NAME}", f"ecr-prod/{NAME}"
@@ -33,7 +34,7 @@ APPROVER = "demo@example.com"
 class Watch(threading.Thread):
     """Prints each state of an execution as it is entered and as it ends."""
 
-    def __init__(self, t: Target, arn: str, started: float) -> None:
+    def __init__(self, t: DeployedStack, arn: str, started: float) -> None:
         super().__init__(daemon=True)
         self.sfn = t.client("stepfunctions")
         self.arn, self.started = arn, started
@@ -79,7 +80,7 @@ def _next_run(runner: PipelineRunner, seen: int, timeout: float = 30) -> str:
 
 
 def promote_one(
-    stack: LocalStack, t: Target, n: int, started: float, watches: list[Watch]
+    stack: LocalStack, t: DeployedStack, n: int, started: float, watches: list[Watch]
 ) -> tuple[str, str, dict[str, Any]]:
     assert stack.runner is not None
     image = build_image(
@@ -94,7 +95,7 @@ def promote_one(
     watch = Watch(t, arn, started)
     watches.append(watch)
     watch.start()
-    for stage in ("TEST", "PROD"):
+    for stage in DESTINATIONS:
         approval = pending_approval(t, execution, wait_seconds=60)
         if approval is None:
             raise SystemExit(f"{execution}: no {stage} approval request")
@@ -117,7 +118,7 @@ def main() -> None:
                 f"stack up in {time.perf_counter() - setup:.1f} s: console {info.console_url}  "
                 f"registry {info.registry_url}"
             )
-            t = target(info)
+            t = deployed_stack(info)
             started = time.perf_counter()
             watches: list[Watch] = []
             first, first_execution, first_output = promote_one(stack, t, 1, started, watches)

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from image_cicd.aws.stack import Target
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.app import Console
 from image_cicd.local.aws import LocalAws
 from image_cicd.local.deployer import REGION, Deployment, deploy
@@ -238,7 +238,7 @@ class LocalStack:
             on_run=self.on_run,
         )
         self.runner.start()
-        self.server.mount("/", Console(target(self.info), self.inbox))
+        self.server.mount("/", Console(deployed_stack(self.info), self.inbox))
         (self.state_dir / STATE_FILE).write_text(json.dumps(self.info.__dict__, indent=2))
 
     @property
@@ -306,8 +306,8 @@ def stop_running(state_dir: Path | None = None, timeout: float = 20.0) -> StackI
     return info
 
 
-def target(info: StackInfo) -> Target:
-    """The running embedded stack as a `Target` (same outputs as CloudFormation's)."""
+def deployed_stack(info: StackInfo) -> DeployedStack:
+    """The running embedded stack as a `DeployedStack` (same outputs as CloudFormation's)."""
     import boto3
 
     key_id, secret = LOCAL_CREDENTIALS
@@ -318,7 +318,7 @@ def target(info: StackInfo) -> Target:
     def client(service: str) -> Any:
         return session.client(service, endpoint_url=info.aws_endpoint)  # type: ignore[call-overload]
 
-    return Target(
+    return DeployedStack(
         name=f"{info.stack_name} (local)",
         outputs=info.outputs,
         client=client,

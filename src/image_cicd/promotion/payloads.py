@@ -5,18 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from image_cicd.ledger.records import ImageRef, Outcome, Stage, TestResults
+from image_cicd.ledger.records import FrozenModel, ImageRef, Outcome, TestResults
 from image_cicd.promotion.errors import BadInput
 from image_cicd.registry.media import is_digest
+from image_cicd.stages import Destination
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class PromotionRequest(_Model):
+class PromotionRequest(FrozenModel):
     """Where a promotion starts: `{"repository", "digest"}` or CodePipeline's
     `imageDetail.json` (`RepositoryName`, `ImageDigest`)."""
 
@@ -41,13 +38,13 @@ class PromotionRequest(_Model):
         return cls(repository=repository, digest=digest)
 
 
-class ImageFacts(_Model):
+class ImageFacts(FrozenModel):
     media_type: str
     platforms: list[str] = Field(default_factory=list)
     size: int
 
 
-class Plan(_Model):
+class Plan(FrozenModel):
     """The resolved promotion: every repository, the pinned digest, the image facts."""
 
     execution: str
@@ -60,12 +57,12 @@ class Plan(_Model):
     test_now: ImageRef | None = None
     prod_now: ImageRef | None = None
     approval_timeout_seconds: int
-    already_promoted: Stage | None = None  # the stage whose `latest` is this digest
+    already_promoted: Destination | None = None  # the stage whose `latest` is this digest
 
 
 def already_promoted(
     digest: str, test_now: ImageRef | None, prod_now: ImageRef | None, *, in_flight: bool
-) -> Stage | None:
+) -> Destination | None:
     """The stage that makes a promotion of `digest` add nothing, or None.
 
     PROD when PROD runs it now (its `latest`): the run CodePipeline starts by itself
@@ -82,7 +79,7 @@ def already_promoted(
     return None
 
 
-class StageCopy(_Model):
+class StageCopy(FrozenModel):
     """The outcome of copying the image into TEST or PROD."""
 
     repository: str
@@ -114,30 +111,28 @@ class TestRun(TestResults):
 
 # -- what each task of the state machines sends its function -------------------------
 
-Step = Literal["TEST", "PROD"]
 
-
-class ResolveTask(_Model):
+class ResolveTask(FrozenModel):
     execution: str
     input: Any = None
     started_at: datetime | None = None
 
 
-class ApprovalTask(_Model):
+class ApprovalTask(FrozenModel):
     execution: str
     task_token: str = Field(repr=False)
-    stage: Step
+    stage: Destination
     plan: Plan
     tests: TestRun | None = None
 
 
-class CopyTask(_Model):
+class CopyTask(FrozenModel):
     execution: str
-    stage: Step
+    stage: Destination
     plan: Plan
 
 
-class TestsTask(_Model):
+class TestsTask(FrozenModel):
     __test__: ClassVar[bool] = False
 
     execution: str
@@ -148,7 +143,7 @@ class TestsTask(_Model):
     timeout_seconds: int = Field(default=3600, ge=1)
 
 
-class NotifyTask(_Model):
+class NotifyTask(FrozenModel):
     execution: str
     workflow: Literal["PROMOTION", "ROLLBACK"]
     outcome: Outcome
@@ -156,7 +151,7 @@ class NotifyTask(_Model):
     failure: dict[str, Any] | None = None
 
 
-class RollbackInput(_Model):
+class RollbackInput(FrozenModel):
     """`{"repository", "to"?, "from"?}`: `from` is where the caller saw PROD's `latest`
     (a version or a digest); the rollback fails with LatestMoved if it is no longer there."""
 
@@ -175,6 +170,6 @@ class RollbackInput(_Model):
         return raw
 
 
-class RollbackTask(_Model):
+class RollbackTask(FrozenModel):
     execution: str
     input: RollbackInput

@@ -21,8 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from image_cicd.promotion.errors import ConfigurationError, RepositoryNotConfigured
-
-Stage = Literal["DEV", "TEST", "PROD"]
+from image_cicd.stages import STAGES, Stage
 
 
 class ScanPolicy(BaseModel):
@@ -123,7 +122,7 @@ class Settings:
 
     def split(self, repository: str) -> tuple[Stage, str]:
         """`ecr-dev/repo-1` -> ("DEV", "repo-1"); refuses repositories not configured."""
-        for stage in ("DEV", "TEST", "PROD"):
+        for stage in STAGES:
             prefix = self.prefix(stage) + "/"
             if repository.startswith(prefix) and repository[len(prefix) :] in self.repositories:
                 return stage, repository[len(prefix) :]

@@ -43,7 +43,6 @@ from image_cicd.promotion.payloads import (
     Plan,
     PromotionRequest,
     StageCopy,
-    Step,
     already_promoted,
 )
 from image_cicd.promotion.settings import Settings
@@ -59,6 +58,7 @@ from image_cicd.promotion.versions import (
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import Image, read_image
 from image_cicd.registry.errors import ManifestUnknown, NameUnknown
+from image_cicd.stages import Destination
 
 Publish = Callable[[str, str, str], None]
 """publish(topic_arn, subject, message)."""
@@ -159,7 +159,7 @@ def resolve(
 def request_approval(
     services: Services,
     plan: Plan,
-    stage: Step,
+    stage: Destination,
     task_token: str,
     *,
     notifier: TaskNotifier,
@@ -246,7 +246,7 @@ def _started_at(ledger: Ledger, execution: str) -> datetime | None:
 class _NewerWaiting(PromotionSuperseded):
     """A newer promotion of the repository waits for this approval already."""
 
-    def __init__(self, stage: Step, source: str, approval: ApprovalRequest) -> None:
+    def __init__(self, stage: Destination, source: str, approval: ApprovalRequest) -> None:
         self.approval = approval
         super().__init__(
             f"{stage} approval superseded by {approval.execution} ({approval.digest}), a newer "
@@ -257,7 +257,7 @@ class _NewerWaiting(PromotionSuperseded):
 def _older_waiting(
     services: Services,
     plan: Plan,
-    stage: Step,
+    stage: Destination,
     waiters: list[Waiter],
     mine: datetime,
     now: datetime,
@@ -353,7 +353,9 @@ def _ended_undecided(ledger: Ledger, waiting: ApprovalRequest) -> bool:
     return promotion.outcome in _UNDECIDED_ENDINGS and not passed
 
 
-def copy_to_stage(services: Services, plan: Plan, stage: Step, *, workers: int = 4) -> StageCopy:
+def copy_to_stage(
+    services: Services, plan: Plan, stage: Destination, *, workers: int = 4
+) -> StageCopy:
     """DEV@digest -> TEST, or TEST@digest -> PROD: exact bytes, a version, `latest`."""
     source, target = (plan.source, plan.test) if stage == "TEST" else (plan.test, plan.prod)
     _read(services.registry, source, plan.digest, f"before the copy to {stage}")

@@ -131,7 +131,9 @@ def read_stage(
 
 
 @dataclass(frozen=True)
-class Promotion:
+class PromoteResult:
+    """What `promote` did in one stage: the copy, the version, where latest was before."""
+
     repository: str
     digest: str
     version: str
@@ -158,7 +160,7 @@ def promote(
     mount: bool = True,
     workers: int = 4,
     progress: Progress | None = None,
-) -> Promotion:
+) -> PromoteResult:
     """Copy `src_repo@digest` into `dst_repo`, give it a version, move `latest` to it.
 
     The content is copied before the lock is taken (it can take long and is safe to
@@ -194,7 +196,7 @@ def promote(
         if move:
             lease.check()
             dst.put_manifest(dst_repo, latest_tag, image.root)
-    return Promotion(
+    return PromoteResult(
         repository=dst_repo,
         digest=digest,
         version=version,

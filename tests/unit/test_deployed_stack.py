@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from image_cicd.aws.stack import TargetError, from_cloudformation
+from image_cicd.aws.stack import StackError, from_cloudformation
 
 TEMPLATE = {
     "Parameters": {"RegistryUrl": {"Type": "String", "Default": ""}},
@@ -41,19 +41,24 @@ def test_outputs_and_registry_come_from_the_stack() -> None:
         assert target.promotion_arn.endswith(":stateMachine:p")
         assert target.registry.base_url == "http://r:5000"
         assert target.ledger.table_name == "ledger"
-        with pytest.raises(TargetError, match="no output Nope"):
+        with pytest.raises(StackError, match="no output Nope"):
             target.output("Nope")
 
 
 def test_an_unknown_stack_is_a_clear_error() -> None:
-    with mock_aws(), pytest.raises(TargetError, match="cannot read stack nope"):
+    with mock_aws(), pytest.raises(StackError, match="cannot read stack nope"):
         from_cloudformation("nope", region="eu-west-1")
 
 
 def test_the_version_format_output_gives_the_scheme() -> None:
-    from image_cicd.aws.stack import Target
+    from image_cicd.aws.stack import DeployedStack
     from image_cicd.registry.client import RegistryClient
 
-    target = Target("s", {"VersionFormat": "release-{minor}"}, lambda _s: None, RegistryClient("x"))
+    target = DeployedStack(
+        "s", {"VersionFormat": "release-{minor}"}, lambda _s: None, RegistryClient("x")
+    )
     assert target.scheme.next_after(["release-4"]) == "release-5"
-    assert Target("s", {}, lambda _s: None, RegistryClient("x")).scheme.format == "v{major}.{minor}"
+    assert (
+        DeployedStack("s", {}, lambda _s: None, RegistryClient("x")).scheme.format
+        == "v{major}.{minor}"
+    )
