@@ -158,7 +158,7 @@ def test_ssm_parameters_are_read_by_the_functions_whose_environment_names_them(
 
 
 def test_run_tests_may_read_enhanced_scanning_findings_from_inspector() -> None:
-    # ECR's DescribeImageScanFindings on a registry with enhanced scanning (checks.py)
+    # ECR's DescribeImageScanFindings on a registry with enhanced scanning (aws/ecr.py)
     assert actions("RunTestsFunction", "inspector2:") == {
         "inspector2:ListFindings",
         "inspector2:ListCoverage",

@@ -1,6 +1,6 @@
 """Build the services a function needs from its environment, once per process.
 
-The only module (with `config`) that knows where settings and clients come from:
+The only module (with `promotion.settings`) that knows where settings and clients come from:
 boto3 picks up `AWS_ENDPOINT_URL` like any AWS SDK, so the same wiring serves AWS
 and the embedded local stack.
 """
