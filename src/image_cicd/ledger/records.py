@@ -6,6 +6,7 @@ with a fixed width (``2026-01-31T12:00:00.000000Z``) so they sort as text.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
@@ -165,3 +166,15 @@ class Release(FrozenModel):
     at: UtcDatetime
     execution: str | None = None
     kind: ReleaseKind = "PROMOTION"
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """Where `latest` is and where a rollback moves it: fixed once, applied as often
+    as a retry needs, with the same result."""
+
+    repository: str
+    from_version: str | None
+    from_digest: str
+    to_version: str
+    to_digest: str

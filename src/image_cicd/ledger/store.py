@@ -35,10 +35,10 @@ from image_cicd.ledger.records import (
     Outcome,
     Promotion,
     Release,
+    RollbackPlan,
     TestResults,
     iso,
 )
-from image_cicd.promotion.versions import RollbackPlan
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

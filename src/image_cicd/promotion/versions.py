@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from image_cicd.ledger.records import RollbackPlan
 from image_cicd.promotion.locks import Lease, Locker
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import CopyResult, Progress, copy_image, read_image
@@ -242,18 +243,6 @@ class Rollback:
 
 class LatestMoved(VersionError):
     """`latest` changed between planning a rollback and applying it."""
-
-
-@dataclass(frozen=True)
-class RollbackPlan:
-    """Where `latest` is and where a rollback moves it: fixed once, applied as often
-    as a retry needs, with the same result."""
-
-    repository: str
-    from_version: str | None
-    from_digest: str
-    to_version: str
-    to_digest: str
 
 
 def plan_rollback(
