@@ -35,8 +35,7 @@ from image_cicd.approvals.decisions import (
     csrf_token,
     new_approval_request,
 )
-from image_cicd.aws.ecr import EcrScanFindings
-from image_cicd.aws.stepfunctions import StepFunctionsNotifier, StepFunctionsTestMachines
+from image_cicd.aws.stepfunctions import StepFunctionsNotifier
 from image_cicd.ledger.records import ApprovalRequest, CheckResult, TestResults
 from image_cicd.ledger.store import Ledger
 from image_cicd.promotion.errors import BadInput
@@ -55,7 +54,7 @@ from image_cicd.promotion.payloads import (
     TestRun,
     TestsTask,
 )
-from image_cicd.promotion.settings import RepositoryTests, Settings
+from image_cicd.promotion.settings import Settings
 from image_cicd.promotion.steps import Services
 from image_cicd.promotion.versions import Rollback
 from image_cicd.registry.client import RegistryClient
@@ -472,97 +471,6 @@ def test_promote_to_prod_ignores_a_stage_in_the_payload(
     module.lambda_handler({**copy_event("promote-to-prod", "PROD"), "stage": "TEST"}, CONTEXT)
 
     assert copy_to_stage.only_call[0][2] == "PROD"
-
-
-# ---------------------------------------------------------------- run-tests
-
-
-def run_tests_event(action: str) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "execution": "exec-1",
-        "action": action,
-        "plan": PLAN,
-        "copy": COPY.model_dump(mode="json"),
-        "timeout_seconds": "1800",  # "${TestTimeoutSeconds}" arrives as text
-    }
-    if action == "poll":
-        payload["run"] = RUNNING.model_dump(mode="json")
-    return sample(f"run-tests-{action}", payload)
-
-
-def test_run_tests_start_runs_the_repository_checks_against_the_test_image(
-    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    module = load("run-tests")
-    ledger = FakeLedger()
-    svc = fake_services(ledger)
-    install(module, monkeypatch, svc)
-    start_tests, poll_tests = Recorder(RUNNING), Recorder(RUNNING)
-    monkeypatch.setattr(module, "start_tests", start_tests)
-    monkeypatch.setattr(module, "poll_tests", poll_tests)
-    event = run_tests_event("start")
-
-    result = module.lambda_handler(event, CONTEXT)
-
-    (plan, copy, config, registry, scans, machines), kwargs = start_tests.only_call
-    assert plan == Plan.model_validate(event["plan"])
-    assert copy == StageCopy.model_validate(event["copy"])
-    assert config == RepositoryTests(non_root=True, state_machine_arn=TEST_MACHINE)
-    assert registry is svc.registry
-    assert isinstance(scans, EcrScanFindings)
-    assert scans._ecr is module.client("ecr")
-    assert isinstance(machines, StepFunctionsTestMachines)
-    assert machines._sfn is module.client("stepfunctions")
-    assert kwargs == {"image_uri": f"127.0.0.1:5000/{copy.repository}@{copy.digest}"}
-    assert poll_tests.calls == []
-    assert ledger.updates == []  # still running: nothing to record yet
-    assert as_json(result) == RUNNING.model_dump(mode="json")
-
-
-def test_run_tests_start_records_finished_results_in_the_ledger(
-    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    module = load("run-tests")
-    ledger = FakeLedger()
-    install(module, monkeypatch, fake_services(ledger))
-    passed = RUNNING.model_copy(
-        update={"status": "PASSED", "passed": True, "execution_arn": None, "duration_seconds": 1.5}
-    )
-    monkeypatch.setattr(module, "start_tests", Recorder(passed))
-    event = run_tests_event("start")
-
-    result = module.lambda_handler(event, CONTEXT)
-
-    assert ledger.updates == [(event["plan"]["execution"], {"tests": passed.results()})]
-    assert result["status"] == "PASSED"
-
-
-def test_run_tests_poll_looks_at_the_running_machine_with_the_timeout(
-    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    module = load("run-tests")
-    ledger = FakeLedger()
-    install(module, monkeypatch, fake_services(ledger))
-    failed = RUNNING.model_copy(
-        update={
-            "status": "FAILED",
-            "summary": "failed: test state machine (timed_out: still running after 1800 s)",
-        }
-    )
-    start_tests, poll_tests = Recorder(RUNNING), Recorder(failed)
-    monkeypatch.setattr(module, "start_tests", start_tests)
-    monkeypatch.setattr(module, "poll_tests", poll_tests)
-    event = run_tests_event("poll")
-
-    result = module.lambda_handler(event, CONTEXT)
-
-    (run, machines), kwargs = poll_tests.only_call
-    assert run == TestRun.model_validate(event["run"])
-    assert isinstance(machines, StepFunctionsTestMachines)
-    assert kwargs == {"timeout_seconds": int(event.get("timeout_seconds", 3600))}
-    assert start_tests.calls == []
-    assert ledger.updates == [(event["plan"]["execution"], {"tests": failed.results()})]
-    assert as_json(result) == failed.model_dump(mode="json")
 
 
 # ----------------------------------------------------------------- rollback
