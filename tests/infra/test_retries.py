@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import image_cicd
 
 MACHINES = Path(__file__).resolve().parents[2] / "statemachines"
 
@@ -29,13 +33,55 @@ def test_transient_errors_are_retried(machine: str, state: str, errors: set[str]
     assert errors <= retried(machine, state)
 
 
-def test_the_retried_names_are_the_core_exception_classes() -> None:
-    from image_cicd.promotion.errors import ScanInProgress
-    from image_cicd.promotion.locks import LeaseLost, LockBusy
-    from image_cicd.registry.errors import RegistryUnavailable
+# Error names Step Functions and Lambda define themselves (States.ALL, Lambda.Unknown,
+# Runtime.ExitError, ...); every other name in the ASL is one of the project's errors.
+SERVICE_ERROR_PREFIXES = ("States.", "Lambda.", "Runtime.")
 
-    names = {cls.__name__ for cls in (ScanInProgress, LockBusy, LeaseLost, RegistryUnavailable)}
-    assert names == {"ScanInProgress", "LockBusy", "LeaseLost", "RegistryUnavailable"}
+
+def asl_error_names(states: dict[str, Any]) -> set[str]:
+    """The error names a definition's states Retry, Catch, Fail with or set in a Pass."""
+    names: set[str] = set()
+    for state in states.values():
+        for handler in [*state.get("Retry", []), *state.get("Catch", [])]:
+            names.update(handler["ErrorEquals"])
+        if state["Type"] == "Fail" and "Error" in state:
+            names.add(state["Error"])
+        if state["Type"] == "Pass" and "error" in state.get("Parameters", {}):
+            names.add(state["Parameters"]["error"])
+        for branch in state.get("Branches", []):
+            names |= asl_error_names(branch["States"])
+        for key in ("Iterator", "ItemProcessor"):
+            if key in state:
+                names |= asl_error_names(state[key]["States"])
+    return names
+
+
+def project_exception_classes() -> dict[str, type[BaseException]]:
+    """Every exception class defined in a module of the image_cicd package, by name."""
+    classes: dict[str, type[BaseException]] = {}
+    for info in pkgutil.walk_packages(image_cicd.__path__, "image_cicd."):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+            ):
+                classes[value.__name__] = value
+    return classes
+
+
+@pytest.mark.parametrize("machine", ["promotion", "rollback"])
+def test_every_error_name_in_the_asl_is_an_exception_class_of_the_project(machine: str) -> None:
+    definition = json.loads((MACHINES / f"{machine}.asl.json").read_text())
+    names = {
+        name
+        for name in asl_error_names(definition["States"])
+        if not name.startswith(SERVICE_ERROR_PREFIXES)
+    }
+    assert names, f"{machine}: no project error names found (the walk is broken)"
+    unknown = names - set(project_exception_classes())
+    assert not unknown, f"{machine}: error names that no exception class of the project has"
 
 
 # What Step Functions' lambda:invoke reports when the function's process dies (killed,

@@ -21,6 +21,7 @@ from image_cicd.local.template import (
     load_template,
     parameter_values,
 )
+from image_cicd.promotion import payloads
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -816,22 +817,21 @@ def test_every_function_and_both_machines_have_sample_events() -> None:
 
 
 def test_function_events_parse_with_the_handlers_models() -> None:
-    plan = pytest.importorskip("image_cicd.promotion.payloads")
     models = {
-        "resolve-repo-image-detail.json": plan.ResolveTask,
-        "resolve-repo-direct.json": plan.ResolveTask,
-        "wait-for-approval-test.json": plan.ApprovalTask,
-        "wait-for-approval-prod.json": plan.ApprovalTask,
-        "retag-and-copy-manifest.json": plan.CopyTask,
-        "run-tests-start.json": plan.TestsTask,
-        "run-tests-poll.json": plan.TestsTask,
-        "promote-to-prod.json": plan.CopyTask,
-        "notify-success.json": plan.NotifyTask,
-        "notify-failure.json": plan.NotifyTask,
-        "notify-rollback.json": plan.NotifyTask,
-        "rollback.json": plan.RollbackTask,
+        "resolve-repo-image-detail.json": payloads.ResolveTask,
+        "resolve-repo-direct.json": payloads.ResolveTask,
+        "wait-for-approval-test.json": payloads.ApprovalTask,
+        "wait-for-approval-prod.json": payloads.ApprovalTask,
+        "retag-and-copy-manifest.json": payloads.CopyTask,
+        "run-tests-start.json": payloads.TestsTask,
+        "run-tests-poll.json": payloads.TestsTask,
+        "promote-to-prod.json": payloads.CopyTask,
+        "notify-success.json": payloads.NotifyTask,
+        "notify-failure.json": payloads.NotifyTask,
+        "notify-rollback.json": payloads.NotifyTask,
+        "rollback.json": payloads.RollbackTask,
     }
     for name, model in models.items():
         model.model_validate(load_event(name))
     for name in ("resolve-repo-image-detail.json", "resolve-repo-direct.json"):
-        plan.PromotionRequest.parse(load_event(name)["input"])
+        payloads.PromotionRequest.parse(load_event(name)["input"])

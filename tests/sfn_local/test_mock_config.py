@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from sfn_cases import EXPECTED, Outcome, definition, mock_config, simulate
 
+from image_cicd.promotion import payloads
+
 REQUIRED_CASES = {
     "Promotion": {
         "HappyPath",
@@ -123,10 +125,9 @@ def test_registry_errors_are_retried_before_anything_fails() -> None:
 
 def test_mocked_payloads_match_the_handlers_models() -> None:
     # The mocks double as examples of the payload contract: keep them parseable.
-    plan_models = pytest.importorskip("image_cicd.promotion.payloads")
     responses = mock_config()["MockedResponses"]
-    plan_models.Plan.model_validate(responses["ResolvePlan"]["0"]["Return"]["Payload"])
+    payloads.Plan.model_validate(responses["ResolvePlan"]["0"]["Return"]["Payload"])
     for name in ("CopiedToTest", "PromotedToProd"):
-        plan_models.StageCopy.model_validate(responses[name]["0"]["Return"]["Payload"])
+        payloads.StageCopy.model_validate(responses[name]["0"]["Return"]["Payload"])
     for name in ("TestsRunning", "TestsPassed", "TestsFailed"):
-        plan_models.TestRun.model_validate(responses[name]["0"]["Return"]["Payload"])
+        payloads.TestRun.model_validate(responses[name]["0"]["Return"]["Payload"])

@@ -73,6 +73,11 @@ class TaskTokenInvalid(Exception):
     """Step Functions no longer accepts the task token (timed out or unknown)."""
 
 
+class ApprovalRejected(Exception):
+    """An approver rejected the image: the error the waiting task fails with (its name is
+    what the state machine catches; the endpoint reports it, nothing raises it)."""
+
+
 # ------------------------------------------------------------------- identities
 
 
@@ -376,7 +381,7 @@ def decide(
                 },
             )
         else:
-            notifier.send_failure(token, "ApprovalRejected", rejection_cause(decided))
+            notifier.send_failure(token, ApprovalRejected.__name__, rejection_cause(decided))
     except TaskTokenInvalid:
         expired = ledger.mark_expired(approval_id, expected=decision)
         _audit(ledger, expired)

@@ -40,6 +40,11 @@ class ScanInProgress(WorkflowError):
     """The ECR scan has not finished; the state machine retries."""
 
 
+class TestsFailed(WorkflowError):
+    """The tests of the TEST image did not pass: the name the promotion fails with (its
+    `Tests failed` state sets it; no step raises it)."""
+
+
 USER_ERRORS: tuple[type[Exception], ...] = (RegistryError, VersionError, WorkflowError, ValueError)
 
 
