@@ -38,16 +38,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from image_cicd.local.fault_proxy import FaultProxy, WireCounts
 from image_cicd.local.registry import RegistryServer
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import read_image
 from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
 ROOT = Path(__file__).resolve().parent.parent
-# The counted runs reuse the test suite's streaming proxy (tests/support/fault_proxy.py,
-# with no faults) rather than keeping a second copy of it here.
-sys.path.insert(0, str(ROOT / "tests"))
-from support.fault_proxy import FaultProxy, WireCounts  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 MB = 1_000_000

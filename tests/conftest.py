@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from support import BasicRegistry, TokenRegistry
 from support.ecr_registry import EcrProxy
-from support.fault_proxy import FaultProxy
 from support.token_server import TokenServer
 
+from image_cicd.local.fault_proxy import FaultProxy
 from image_cicd.local.registry import RegistryServer, TokenAuth
 
 USERNAME = "ci-user"

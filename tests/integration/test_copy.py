@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from support import BasicRegistry, TokenRegistry
 from support.ecr_registry import EcrProxy
-from support.fault_proxy import FaultProxy
 
+from image_cicd.local.fault_proxy import FaultProxy
 from image_cicd.local.registry import RegistryServer
 from image_cicd.promotion.locks import ThreadLocker
 from image_cicd.promotion.versions import promote

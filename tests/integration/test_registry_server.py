@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 from support import BasicRegistry, TokenRegistry
-from support.fault_proxy import FaultProxy
 
+from image_cicd.local.fault_proxy import FaultProxy
 from image_cicd.local.registry import NotificationEndpoint, RegistryError, RegistryServer
 
 TIMEOUT = 10

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import requests
 from support.ecr_registry import EcrProxy
-from support.fault_proxy import FaultProxy
 
 from image_cicd.approvals.decisions import approval_link
 from image_cicd.aws.operations import approve, pending_approval, start_promotion, start_rollback
 from image_cicd.aws.operations import wait_finished as finished
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.history import view
+from image_cicd.local.fault_proxy import FaultProxy
 from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image

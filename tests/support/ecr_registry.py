@@ -31,9 +31,8 @@ from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 
+from image_cicd.local.fault_proxy import CHUNK, FaultProxy, ProxyHandler
 from image_cicd.registry.media import ACCEPT
-
-from .fault_proxy import CHUNK, FaultProxy, ProxyHandler
 
 MANIFEST_LIMIT = 4 * 1024 * 1024  # ECR's PutImage takes an imageManifest of at most 4 MiB
 EXPIRED = "Your authorization token has expired. Reauthenticate and try again."

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from support.fault_proxy import FaultProxy, ProxyHandler
+from image_cicd.local.fault_proxy import FaultProxy, ProxyHandler
 
 
 class Held:
