@@ -455,12 +455,16 @@ def test_the_core_layer_is_built_from_src(template: dict[str, Any]) -> None:
     assert layer["Metadata"]["BuildMethod"] == "python3.12"
     content = ROOT / layer["Properties"]["ContentUri"]
     requirements = (content / "requirements.txt").read_text(encoding="utf-8")
-    assert {"requests", "aws-lambda-powertools", "pydantic"} <= {
+    assert {"requests", "aws-lambda-powertools", "pydantic", "jinja2"} <= {
         re.split(r"[<>=~\[ ]", line)[0].strip()
         for line in requirements.splitlines()
         if line.strip() and not line.startswith("#")
     }
     assert (content / "image_cicd").is_dir()
+    # the approval pages' templates and stylesheet ship beside the code
+    web = content / "image_cicd" / "web"
+    assert (web / "templates" / "approvals" / "approval.html").is_file()
+    assert (web / "static" / "style.css").is_file()
 
 
 def test_the_approval_api_routes(template: dict[str, Any]) -> None:

@@ -284,4 +284,4 @@ def test_pages_escape_every_value(name: str) -> None:
     assert 'alert("x")' not in page
     assert TOKEN not in page
     if name not in ("not-found",):
-        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page

@@ -999,7 +999,7 @@ def test_a_comment_with_markup_comes_back_escaped(api: Api) -> None:
 
     for page in (response, again):
         assert "<script>" not in page["body"]
-        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page["body"]
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page["body"]
     assert api.ledger.get_approval(approval.approval_id).comment == evil
 
 
