@@ -1,6 +1,8 @@
-"""The run-tests handler (functions/run-tests/app.py): parse the task, call the core, return JSON.
+"""The run-tests handler (functions/run-tests/app.py): parse the task, call the core's
+`run_tests` once with the services and the check ports, return its run as JSON.
 
-Uses the handler loader and payload fixtures of test_handlers.py.
+Uses the handler loader and payload fixtures of test_handlers.py; the step itself
+(start or poll, the ledger record) is tested in test_run_tests_step.py.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ from typing import Any
 
 import pytest
 import test_handlers as kit
+from pydantic import ValidationError
 from test_handlers import (
     CONTEXT,
     COPY,
     PLAN,
     RUNNING,
-    TEST_MACHINE,
-    FakeLedger,
     Recorder,
     as_json,
     fake_services,
@@ -25,17 +26,11 @@ from test_handlers import (
     sample,
 )
 
-from image_cicd.aws.ecr import EcrScanFindings
-from image_cicd.aws.stepfunctions import StepFunctionsTestMachines
-from image_cicd.promotion.payloads import Plan, StageCopy, TestRun
-from image_cicd.promotion.settings import RepositoryTests
+from image_cicd.promotion.payloads import TestsTask
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
 load = kit.load
-
-
-# ---------------------------------------------------------------- run-tests
 
 
 def run_tests_event(action: str) -> dict[str, Any]:
@@ -51,76 +46,35 @@ def run_tests_event(action: str) -> dict[str, Any]:
     return sample(f"run-tests-{action}", payload)
 
 
-def test_run_tests_start_runs_the_repository_checks_against_the_test_image(
-    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("action", ["start", "poll"])
+def test_run_tests_calls_the_step_once_with_the_services_the_ports_and_the_task(
+    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch, action: str
 ) -> None:
     module = load("run-tests")
-    ledger = FakeLedger()
-    svc = fake_services(ledger)
+    svc = fake_services()
     install(module, monkeypatch, svc)
-    start_tests, poll_tests = Recorder(RUNNING), Recorder(RUNNING)
-    monkeypatch.setattr(module, "start_tests", start_tests)
-    monkeypatch.setattr(module, "poll_tests", poll_tests)
-    event = run_tests_event("start")
+    ports = object()
+    monkeypatch.setattr(module, "check_ports", lambda: ports)
+    step = Recorder(RUNNING)
+    monkeypatch.setattr(module, "run_tests", step)
+    event = run_tests_event(action)
 
     result = module.lambda_handler(event, CONTEXT)
 
-    (plan, copy, config, registry, scans, machines), kwargs = start_tests.only_call
-    assert plan == Plan.model_validate(event["plan"])
-    assert copy == StageCopy.model_validate(event["copy"])
-    assert config == RepositoryTests(non_root=True, state_machine_arn=TEST_MACHINE)
-    assert registry is svc.registry
-    assert isinstance(scans, EcrScanFindings)
-    assert scans._ecr is module.client("ecr")
-    assert isinstance(machines, StepFunctionsTestMachines)
-    assert machines._sfn is module.client("stepfunctions")
-    assert kwargs == {"image_uri": f"127.0.0.1:5000/{copy.repository}@{copy.digest}"}
-    assert poll_tests.calls == []
-    assert ledger.updates == []  # still running: nothing to record yet
+    assert step.only_call == ((svc, ports, TestsTask.model_validate(event)), {})
     assert as_json(result) == RUNNING.model_dump(mode="json")
 
 
-def test_run_tests_start_records_finished_results_in_the_ledger(
+def test_run_tests_refuses_an_unknown_action_before_calling_the_step(
     load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = load("run-tests")
-    ledger = FakeLedger()
-    install(module, monkeypatch, fake_services(ledger))
-    passed = RUNNING.model_copy(
-        update={"status": "PASSED", "passed": True, "execution_arn": None, "duration_seconds": 1.5}
-    )
-    monkeypatch.setattr(module, "start_tests", Recorder(passed))
-    event = run_tests_event("start")
+    install(module, monkeypatch, fake_services())
+    monkeypatch.setattr(module, "check_ports", object)
+    step = Recorder(RUNNING)
+    monkeypatch.setattr(module, "run_tests", step)
 
-    result = module.lambda_handler(event, CONTEXT)
+    with pytest.raises(ValidationError, match="action"):
+        module.lambda_handler({**run_tests_event("start"), "action": "stop"}, CONTEXT)
 
-    assert ledger.updates == [(event["plan"]["execution"], {"tests": passed.results()})]
-    assert result["status"] == "PASSED"
-
-
-def test_run_tests_poll_looks_at_the_running_machine_with_the_timeout(
-    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    module = load("run-tests")
-    ledger = FakeLedger()
-    install(module, monkeypatch, fake_services(ledger))
-    failed = RUNNING.model_copy(
-        update={
-            "status": "FAILED",
-            "summary": "failed: test state machine (timed_out: still running after 1800 s)",
-        }
-    )
-    start_tests, poll_tests = Recorder(RUNNING), Recorder(failed)
-    monkeypatch.setattr(module, "start_tests", start_tests)
-    monkeypatch.setattr(module, "poll_tests", poll_tests)
-    event = run_tests_event("poll")
-
-    result = module.lambda_handler(event, CONTEXT)
-
-    (run, machines), kwargs = poll_tests.only_call
-    assert run == TestRun.model_validate(event["run"])
-    assert isinstance(machines, StepFunctionsTestMachines)
-    assert kwargs == {"timeout_seconds": int(event.get("timeout_seconds", 3600))}
-    assert start_tests.calls == []
-    assert ledger.updates == [(event["plan"]["execution"], {"tests": failed.results()})]
-    assert as_json(result) == failed.model_dump(mode="json")
+    assert step.calls == []

@@ -13,7 +13,10 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from image_cicd.aws.ecr import EcrScanFindings
+from image_cicd.aws.stepfunctions import StepFunctionsTestMachines
 from image_cicd.ledger.store import Ledger
+from image_cicd.promotion.checks import CheckPorts
 from image_cicd.promotion.errors import ConfigurationError
 from image_cicd.promotion.locks import DynamoDBLocker
 from image_cicd.promotion.settings import Settings
@@ -66,4 +69,13 @@ def services() -> Services:
             wait_seconds=LOCK_WAIT_SECONDS,
         ),
         publish=publish,
+    )
+
+
+@functools.cache
+def check_ports() -> CheckPorts:
+    """The Run tests step's ports: ECR's scan findings and the repositories' test machines."""
+    return CheckPorts(
+        scans=EcrScanFindings(client("ecr")),
+        machines=StepFunctionsTestMachines(client("stepfunctions")),
     )

@@ -13,14 +13,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from image_cicd.ledger.records import CheckResult
-from image_cicd.promotion.payloads import Plan, StageCopy, TestRun
+from image_cicd.promotion.payloads import Plan, StageCopy, TestRun, TestsTask
 from image_cicd.promotion.settings import RepositoryTests
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import Image, read_blobs, read_image
 from image_cicd.registry.media import Descriptor, Manifest
+
+if TYPE_CHECKING:
+    from image_cicd.promotion.steps import Services
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
 # The poll interval grows by this factor up to this bound, so that the poll loop of a
@@ -49,6 +53,35 @@ class TestMachines(Protocol):
         ...
 
     def stop(self, execution_arn: str, cause: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class CheckPorts:
+    """What the Run tests step looks at besides the registry (built by `aws.wiring`)."""
+
+    scans: ScanFindings
+    machines: TestMachines
+
+
+def run_tests(services: Services, ports: CheckPorts, task: TestsTask) -> TestRun:
+    """The Run tests step: poll the running test machine, or start (built-in checks, then
+    the repository's machine). A run that has ended is recorded on the promotion."""
+    if task.action == "poll" and task.run is not None:
+        run = poll_tests(task.run, ports.machines, timeout_seconds=task.timeout_seconds)
+    else:
+        copy = task.copy_
+        run = start_tests(
+            task.plan,
+            copy,
+            services.settings.tests_for(task.plan.name),
+            services.registry,
+            ports.scans,
+            ports.machines,
+            image_uri=f"{services.registry.host}/{copy.repository}@{copy.digest}",
+        )
+    if run.status != "RUNNING":
+        services.ledger.update_promotion(task.plan.execution, tests=run.results())
+    return run
 
 
 def builtin_checks(
