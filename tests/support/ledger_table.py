@@ -1,39 +1,28 @@
-"""The ledger table as docs/contracts.md defines it (to be read from template.yaml)."""
+"""The ledger table as template.yaml declares it (LedgerTable), created the way the
+local deployer creates it."""
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+from image_cicd.local.deployer import create_table
+from image_cicd.local.template import expand, load_template
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+@cache
+def ledger_properties() -> dict[str, Any]:
+    """The Properties of template.yaml's LedgerTable (after Fn::ForEach expansion)."""
+    properties: dict[str, Any] = expand(load_template(TEMPLATE))["Resources"]["LedgerTable"][
+        "Properties"
+    ]
+    return properties
 
 
 def create_ledger_table(client: Any, name: str) -> str:
     """Create the ledger table with boto3 ``client`` (DynamoDB); returns its name."""
-    client.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-            {"AttributeName": "gsi1pk", "AttributeType": "S"},
-            {"AttributeName": "gsi1sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "gsi1",
-                "KeySchema": [
-                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
-    client.get_waiter("table_exists").wait(TableName=name)
-    client.update_time_to_live(
-        TableName=name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
-    )
+    create_table(client, name, ledger_properties())
     return name

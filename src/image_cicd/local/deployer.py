@@ -27,6 +27,7 @@ ACCOUNT = "123456789012"
 NOT_NEEDED = {
     "AWS::IAM::Role": "the local stack enforces no IAM (the policies are checked by tests/infra)",
     "AWS::Logs::LogGroup": "logs are files in the state directory",
+    "AWS::IAM::ManagedPolicy": "the local stack enforces no IAM (as for AWS::IAM::Role)",
     "AWS::S3::Bucket": "the pipeline runner keeps imageDetail.json in the state directory",
     "AWS::S3::BucketPolicy": "no S3 locally",
     "AWS::Lambda::Permission": "the local stack enforces no resource policies",
@@ -411,7 +412,7 @@ def deploy(
             continue
         props = resolver.value(res.get("Properties") or {})
         if kind == "AWS::DynamoDB::Table":
-            _create_table(aws, refs[logical], props)
+            create_table(aws.client("dynamodb"), refs[logical], props)
             out.tables[logical] = refs[logical]
         elif kind == "AWS::SSM::Parameter":
             aws.client("ssm").put_parameter(
@@ -488,8 +489,9 @@ def _order(kind: str) -> int:
     return order.get(kind, len(order))
 
 
-def _create_table(aws: LocalAws, name: str, props: Mapping[str, Any]) -> None:
-    ddb = aws.client("dynamodb")
+def create_table(ddb: Any, name: str, props: Mapping[str, Any]) -> None:
+    """Create table ``name`` with DynamoDB client ``ddb`` from a template's Properties
+    (the parts moto honours: keys, indexes, billing mode, time to live)."""
     args: dict[str, Any] = {
         "TableName": name,
         "AttributeDefinitions": props["AttributeDefinitions"],
