@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.policies import attached_statements
 
 from image_cicd.local.template import expand, load_template
 
@@ -18,11 +19,8 @@ LOCK = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb
 
 
 def statements(function: str) -> list[dict[str, Any]]:
-    found = []
-    for policy in TEMPLATE["Resources"][function]["Properties"].get("Policies", []):
-        if isinstance(policy, dict) and "Statement" in policy:
-            found.extend(policy["Statement"])
-    return found
+    """Inline statements and those of the managed policies the function attaches."""
+    return attached_statements(TEMPLATE, TEMPLATE["Resources"][function]["Properties"])
 
 
 def actions(function: str, service: str) -> set[str]:

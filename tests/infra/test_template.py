@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.policies import as_list, attached_statements
 
 from image_cicd.local.template import (
     TemplateError,
@@ -104,6 +105,7 @@ PROMOTION_STATES = [
     "Promotion failed",
 ]
 ROLLBACK_STATES = ["Roll back PROD", "Notify rollback", "Notify failure", "Rollback failed"]
+RAW = load_template(TEMPLATE_PATH)
 CUSTOM = {
     "DevPrefix": "team/dev",
     "TestPrefix": "team/test",
@@ -138,6 +140,11 @@ def resolve(value: Any, params: dict[str, str | list[str]]) -> Any:
             return f"<{arg[0]}.{arg[1]}>"
         if fn == "Fn::Join":
             return str(arg[0]).join(resolve(arg[1], params))
+        if fn == "Fn::Select":
+            return resolve(arg[1], params)[int(resolve(arg[0], params))]
+        if fn == "Fn::FindInMap":
+            mapping, key, attribute = (resolve(a, params) for a in arg)
+            return RAW["Mappings"][mapping][key][attribute]
         if fn == "Fn::Sub":
             text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
 
@@ -157,24 +164,17 @@ def resolve(value: Any, params: dict[str, str | list[str]]) -> Any:
     return value
 
 
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
 def statements(properties: dict[str, Any]) -> list[dict[str, Any]]:
-    """Inline statements of a SAM resource's Policies (policy templates excluded)."""
-    out: list[dict[str, Any]] = []
-    for policy in as_list(properties.get("Policies", [])):
-        if isinstance(policy, dict) and "Statement" in policy:
-            out.extend(as_list(policy["Statement"]))
-    return out
+    """A SAM resource's inline statements and those of the managed policies it attaches
+    (policy templates excluded)."""
+    return attached_statements(expand(RAW), properties)
 
 
 def policy_templates(properties: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [
         (name, args)
         for policy in as_list(properties.get("Policies", []))
-        if isinstance(policy, dict) and "Statement" not in policy
+        if isinstance(policy, dict) and "Statement" not in policy and "Ref" not in policy
         for name, args in policy.items()
     ]
 
@@ -319,6 +319,45 @@ def test_no_function_writes_outside_its_stage(
                 assert actions <= ECR_READ | ECR_WRITE | STAR_ALLOWED_FOR_FUNCTIONS
         for template_name, _ in policy_templates(function["Properties"]):
             assert template_name in POLICY_TEMPLATE_ACTIONS, f"{name}: review {template_name}"
+
+
+# What each function may do in the registry, per stage (the least privilege its code
+# path needs): reads, writes, and wait-for-approval's manifests and tags only.
+ECR_GRANTS = {
+    "ResolveRepoFunction": {"read": {"dev", "test", "prod"}},
+    "WaitForApprovalFunction": {"tags": {"test", "prod"}},
+    "RetagAndCopyManifestFunction": {"read": {"dev", "test"}, "write": {"test"}},
+    "RunTestsFunction": {"read": {"test"}},
+    "PromoteToProdFunction": {"read": {"test", "prod"}, "write": {"prod"}},
+    "RollbackFunction": {"read": {"prod"}, "write": {"prod"}},
+}
+
+
+def test_each_function_gets_exactly_its_stages_registry_grants(raw: dict[str, Any]) -> None:
+    params = parameter_values(raw, CUSTOM)
+    template = expand(raw, params)
+    kinds = {"read": ECR_READ, "write": ECR_WRITE, "tags": {"ecr:BatchGetImage", "ecr:ListImages"}}
+    for name in FUNCTIONS:
+        granted: dict[str, set[str]] = {}
+        for statement in statements(template["Resources"][name]["Properties"]):
+            for action in as_list(statement["Action"]):
+                if action.startswith("ecr:") and action != "ecr:GetAuthorizationToken":
+                    for resource in as_list(resolve(statement["Resource"], params)):
+                        stage = resource.removeprefix(f"{ECR_ARN_PREFIX}repository/team/")
+                        granted.setdefault(action, set()).add(stage.removesuffix("/*"))
+        expected: dict[str, set[str]] = {}
+        for kind, stages in ECR_GRANTS.get(name, {}).items():
+            for action in kinds[kind]:
+                expected[action] = expected.get(action, set()) | stages
+        assert granted == expected, name
+    # every generated stage policy is attached to some function
+    attached = {
+        policy["Ref"]
+        for function in resources_of(template, "AWS::Serverless::Function").values()
+        for policy in function["Properties"].get("Policies", [])
+        if isinstance(policy, dict) and set(policy) == {"Ref"}
+    }
+    assert attached == set(resources_of(template, "AWS::IAM::ManagedPolicy"))
 
 
 def test_only_promote_to_prod_and_rollback_write_prod(raw: dict[str, Any]) -> None:

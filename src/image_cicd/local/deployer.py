@@ -27,6 +27,7 @@ ACCOUNT = "123456789012"
 NOT_NEEDED = {
     "AWS::IAM::Role": "the local stack enforces no IAM (the policies are checked by tests/infra)",
     "AWS::Logs::LogGroup": "logs are files in the state directory",
+    "AWS::IAM::ManagedPolicy": "the local stack enforces no IAM (as for AWS::IAM::Role)",
     "AWS::S3::Bucket": "the pipeline runner keeps imageDetail.json in the state directory",
     "AWS::S3::BucketPolicy": "no S3 locally",
     "AWS::Lambda::Permission": "the local stack enforces no resource policies",
