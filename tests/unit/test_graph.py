@@ -12,7 +12,14 @@ from xml.etree import ElementTree
 
 import pytest
 
-from image_cicd.console.graph import edges, layout, render_svg, render_text, slug
+from image_cicd.console.graph import (
+    GraphvizMissing,
+    edges,
+    layout,
+    render_svg,
+    render_text,
+    slug,
+)
 from image_cicd.console.history import StateRun, states_of
 
 MACHINES = Path(__file__).resolve().parents[2] / "statemachines"
@@ -42,7 +49,7 @@ def test_layout_places_every_state_without_overlaps(machine: dict[str, Any]) -> 
     plan = layout(machine)
 
     assert set(plan.positions) == set(machine["States"])
-    boxes = list(plan.positions.values())
+    boxes = [*plan.positions.values(), *plan.junctions.values()]
     for i, a in enumerate(boxes):
         assert a.x >= 0
         assert a.x + a.width <= plan.width
@@ -50,21 +57,24 @@ def test_layout_places_every_state_without_overlaps(machine: dict[str, Any]) -> 
         assert a.y + a.height <= plan.height
         for b in boxes[i + 1 :]:
             assert not overlaps(a, b), (a.name, b.name)
-    assert plan.positions[machine["StartAt"]].layer == 0
+    assert plan.main[0] == machine["StartAt"]
+    top = min(box.y for box in plan.positions.values())
+    assert plan.positions[machine["StartAt"]].y == top
 
 
 def test_layout_is_deterministic(machine: dict[str, Any]) -> None:
     assert layout(machine) == layout(json.loads(json.dumps(machine)))
 
 
-def test_layers_follow_the_transitions(machine: dict[str, Any]) -> None:
+def test_edges_go_down_except_the_loop(machine: dict[str, Any]) -> None:
     plan = layout(machine)
+    boxes = {**plan.positions, **plan.junctions}
     for edge in plan.edges:
-        source, target = plan.positions[edge.source], plan.positions[edge.target]
+        source, target = boxes[edge.source], boxes[edge.target]
         if edge.back:
-            assert target.layer < source.layer, edge
+            assert target.y < source.y, edge
         else:
-            assert target.layer > source.layer, edge
+            assert target.y > source.y, edge
 
 
 def test_every_choice_and_catch_is_an_edge() -> None:
@@ -92,20 +102,90 @@ def test_the_test_loop_is_drawn_as_a_back_edge() -> None:
     plan = layout(definition("promotion"))
     [loop] = [e for e in plan.edges if e.back]
     assert (loop.source, loop.target) == ("Check tests", "Tests finished?")
+    svg = render_svg(definition("promotion"), {}, [])
+    root = ElementTree.fromstring(svg)  # noqa: S314 - our own output
+    [drawn] = [p for p in root.iter(f"{SVG}path") if "loop" in (p.get("class") or "").split()]
+    assert (drawn.get("data-from"), drawn.get("data-to")) == ("Check tests", "Tests finished?")
+    assert "↺ loop back" in svg
 
 
-def test_the_main_line_is_one_column() -> None:
-    plan = layout(definition("promotion"))
-    main = [
+MAIN_PATH = {
+    "promotion": [
         "Receive input",
         "Resolve repository",
         "Already promoted?",
         "Wait for TEST approval",
         "Copy to TEST",
         "Run tests",
+        "Tests finished?",
+        "Wait for PROD approval",
+        "Promote to PROD",
+        "Notify success",
+        "Promoted",
+    ],
+    "rollback": ["Receive input", "Roll back PROD", "Notify rollback", "Rolled back"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAIN_PATH))
+def test_the_main_path_runs_straight_down(name: str) -> None:
+    plan = layout(definition(name))
+
+    assert list(plan.main) == MAIN_PATH[name]
+    for upper, lower in itertools.pairwise(plan.main):
+        a, b = plan.positions[upper], plan.positions[lower]
+        assert b.y >= a.y + a.height, (upper, lower)
+        assert abs(b.centre - a.centre) <= 2, (upper, lower)
+
+
+@pytest.mark.parametrize("name", ["promotion", "rollback"])
+def test_at_most_one_error_edge_into_each_target(name: str) -> None:
+    catches = [e for e in layout(definition(name)).edges if e.kind == "catch"]
+    into = [(e.target, e.label) for e in catches]
+    assert len(into) == len(set(into))
+
+
+def test_the_states_all_catches_are_one_on_error_edge() -> None:
+    machine = definition("promotion")
+    plan = layout(machine)
+
+    sources = tuple(
+        s
+        for s, spec in machine["States"].items()
+        for c in spec.get("Catch", [])
+        if c["Next"] == "Prepare failure"
+    )
+    assert len(sources) == 7
+    [edge] = [e for e in plan.edges if e.target == "Prepare failure" and e.kind == "catch"]
+    assert edge.group == sources
+    assert edge.label == "States.ALL"
+    assert edge.source in plan.junctions
+    svg = render_svg(machine, {}, [])
+    assert svg.count('data-kind="catch" data-from="on error (7 states)"') == 1
+    assert "⚠ on error · 7 states" in svg
+
+
+def test_a_catch_taken_is_drawn_on_its_own_on_the_path() -> None:
+    machine = definition("promotion")
+    path = [
+        "Receive input",
+        "Resolve repository",
+        "Already promoted?",
+        "Wait for TEST approval",
+        "Copy to TEST",
+        "Prepare failure",
+        "Notify failure",
     ]
-    assert len({plan.positions[n].x for n in main}) == 1
-    assert [plan.positions[n].layer for n in main] == [0, 1, 2, 3, 4, 5]
+    plan = layout(machine, path=path)
+
+    [own] = [e for e in plan.edges if (e.source, e.target) == ("Copy to TEST", "Prepare failure")]
+    assert own.kind == "catch"
+    [group] = [e for e in plan.edges if e.group]
+    assert "Copy to TEST" not in group.group
+    assert len(group.group) == 6
+    svg = render_svg(machine, {}, path)
+    assert 'class="edge taken" data-kind="catch" data-from="Copy to TEST"' in svg
+    assert 'id="on-error-prepare-failure"' in svg
 
 
 def _run(name: str, kind: str, status: str, at: int, seconds: float | None) -> StateRun:
@@ -192,20 +272,49 @@ def test_slugs_are_unique() -> None:
     assert slug("Wait for PROD approval") == "wait-for-prod-approval"
 
 
-def test_text_lists_the_path_first_with_status_and_timing() -> None:
-    states, path = rejected_at_test()
-    text = render_text(definition("promotion"), states, path)
+def _tree(text: str) -> list[tuple[str, str, str]]:
+    """(marker, status, tree part) per line: the status column is 20 wide."""
+    return [(line[0], line[2:22].strip(), line[23:]) for line in text.splitlines()]
 
-    lines = text.splitlines()
-    assert len(lines) == len(definition("promotion")["States"])
-    assert [line.split()[-1] for line in lines[:1]] == ["2.5s"]
-    assert "Already promoted?" in lines[1]
-    assert "caught" in lines[2]
-    assert "ApprovalRejected" in lines[2]
-    assert "failed" in lines[5]
-    assert "Promotion failed" in lines[5]
-    assert "not reached" in text
-    assert all(line.startswith("*") for line in lines[: len(path)])
+
+def test_text_shows_the_main_path_the_branches_and_the_loop() -> None:
+    states, path = rejected_at_test()
+    machine = definition("promotion")
+    text = render_text(machine, states, path)
+    rows = _tree(text)
+
+    named = [tree for _, status, tree in rows if status]
+    names = [re.sub(r"^[ │├└]*(?:.* → )?", "", t).split("  ")[0].removesuffix(" ⚠") for t in named]
+    assert sorted(names) == sorted(machine["States"])  # each state once
+    main = [n for n, t in zip(names, named, strict=True) if not t.startswith((" ", "├", "└"))]
+    assert main == MAIN_PATH["promotion"]
+    trees = [tree for _, _, tree in rows]
+    choice = next(i for i, t in enumerate(trees) if t.startswith("Already promoted?"))
+    below = trees[choice + 1]
+    assert below == "├ already_promoted not null → Already promoted"
+    check = next(i for i, t in enumerate(trees) if t.strip().startswith("Check tests"))
+    assert trees[check].startswith("   ")  # inside the branch of Tests finished?
+    assert trees[check + 1].strip() == "↺ loop back to Tests finished?"
+    assert any(
+        t.startswith("⚠ on error States.ALL from 7 states: Resolve repository") for t in trees
+    )
+    assert "└ Prepare failure" in trees
+    [waiting] = [r for r in rows if r[2].startswith("Wait for TEST approval")]
+    assert waiting[0] == "*"
+    assert waiting[1] == "caught"
+    assert "ApprovalRejected" in waiting[2]
+    [resolved] = [r for r in rows if r[2].startswith("Resolve repository")]
+    assert resolved[2].endswith("2.5s")
+
+
+def test_text_shows_control_characters_instead_of_sending_them() -> None:
+    machine = {
+        "StartAt": "A\x1b[31mred",
+        "States": {"A\x1b[31mred": {"Type": "Succeed"}},
+    }
+    text = render_text(machine, {}, [])
+    assert "\x1b" not in text
+    assert "A\\x1b[31mred" in text
 
 
 def test_works_on_states_from_a_history() -> None:
@@ -224,4 +333,19 @@ def test_works_on_states_from_a_history() -> None:
 
     svg = render_svg(machine, states, path)
     assert 'data-status="running"' in svg
-    assert "running" in render_text(machine, states, path).splitlines()[0]
+    [line] = [x for x in render_text(machine, states, path).splitlines() if "Roll back PROD" in x]
+    assert "running" in line
+
+
+def test_without_dot_the_svg_fails_with_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dot on it
+    machine = {"StartAt": "Only", "States": {"Only": {"Type": "Succeed", "Comment": "no dot"}}}
+
+    with pytest.raises(GraphvizMissing) as failure:
+        render_svg(machine, {}, [])
+    assert str(failure.value) == (
+        "the graph needs Graphviz 'dot', which is not installed (Debian: apt-get install graphviz)"
+    )
+    assert "Only" in render_text(machine, {}, [])  # the terminal shape needs no dot

@@ -733,11 +733,12 @@ def show(ctx: Context, execution: str, as_json: bool) -> None:
 @pass_context
 @friendly_errors
 def graph(ctx: Context, execution: str, svg_file: Path | None) -> None:
-    """The state machine graph of EXECUTION with each state's status."""
+    """The state machine graph of EXECUTION with each state's status: the main path
+    down the left, each branch indented under the state it leaves, the loop marked."""
     import json as _json
 
     from image_cicd.aws.operations import execution_arn
-    from image_cicd.console.graph import render_svg, render_text
+    from image_cicd.console.graph import GraphvizMissing, render_svg, render_text
     from image_cicd.console.history import view
 
     target = ctx.target
@@ -747,7 +748,11 @@ def graph(ctx: Context, execution: str, svg_file: Path | None) -> None:
     definition = _json.loads(sfn.describe_state_machine(stateMachineArn=machine)["definition"])
     ex = view(sfn, arn, definition)
     if svg_file:
-        svg_file.write_text(render_svg(definition, ex.states, ex.path, title=ex.name))
+        try:
+            svg = render_svg(definition, ex.states, ex.path, title=ex.name)
+        except GraphvizMissing as exc:
+            raise click.ClickException(str(exc)) from exc
+        svg_file.write_text(svg)
         click.echo(f"wrote {svg_file}")
     else:
         click.echo(f"{ex.name}  {ex.status}")

@@ -1,25 +1,35 @@
 """A state machine drawn from its ASL definition, with each state's status.
 
-Pure functions, no external libraries:
-
 - `edges(definition)`: every transition — `Next`, each `Choices[].Next`, `Default`
   and `Catch` (labelled with the error names it catches).
-- `layout(definition)`: a deterministic layered layout. Layers are longest paths from
-  `StartAt` (loops are broken where a depth-first walk finds them); edges that skip
-  layers are routed through the layers in between, and states are ordered inside a
-  layer to cross as few edges as this simple method finds.
+- `layout(definition)`: positions from Graphviz `dot` (the `graphviz` Debian package,
+  run as a subprocess; only the console and the CLI draw graphs, Lambda never does).
+  Drawn as the Step Functions console draws it: the main path (`StartAt` to a Succeed
+  state along Next/Choices/Default) one straight column, branches beside it, the poll
+  loop an edge back up. A Catch that several states share (the `States.ALL` → one
+  failure handler) is one "on error" box with one edge to its target, not an edge
+  from every state; the states it covers are in its tooltip and marked `⚠` in their
+  boxes. A catch the execution took is drawn on its own, as part of the path.
 - `render_svg(definition, states, path)`: a standalone SVG with a legend; every state
   is a `<g id="state-<slug>" data-status="...">`, every edge a `<path data-kind=...>`,
-  and the path the execution took is drawn darker.
-- `render_text(definition, states, path)`: the same for a terminal.
+  and the path the execution took is drawn darker. Names never reach `dot` (nodes are
+  `n0, n1, …`, labels are placeholders of the right length) and every text is escaped.
+- `render_text(definition, states, path)`: the shape for a terminal — the main path
+  top to bottom, each branch indented under the state it leaves, joins and the loop
+  back marked.
 
 `states` and `path` are what `image_cicd.console.history.states_of` / `view` return.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import re
+import shutil
+import subprocess
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +42,7 @@ __all__ = [
     "STATUS_COLOURS",
     "Box",
     "Edge",
+    "GraphvizMissing",
     "Layout",
     "Transition",
     "edges",
@@ -48,11 +59,11 @@ EdgeKind = Literal["next", "choice", "default", "catch"]
 
 BOX_WIDTH = 178.0
 BOX_HEIGHT = 46.0
-COLUMN_GAP = 34.0
-LAYER_GAP = 56.0
-DUMMY_WIDTH = 8.0
+JUNCTION_WIDTH = 150.0
+JUNCTION_HEIGHT = 24.0
 MARGIN = 24.0
 LEGEND_HEIGHT = 44.0
+POINTS_PER_INCH = 72.0  # dot's unit; one point is drawn as one pixel
 
 # status -> (fill, stroke, text colour)
 STATUS_COLOURS: dict[str, tuple[str, str, str]] = {
@@ -161,31 +172,39 @@ def edges(definition: Mapping[str, Any]) -> list[Transition]:
 # -------------------------------------------------------------------------- layout
 
 
+class GraphvizMissing(RuntimeError):
+    """Graphviz `dot` is not installed (or failed): the graph cannot be laid out."""
+
+
 @dataclass(frozen=True)
 class Box:
-    """A state's box: top-left corner, size, and its layer and column."""
+    """A state's box (or an "on error" box): top-left corner and size."""
 
     name: str
     x: float
     y: float
     width: float
     height: float
-    layer: int
-    column: int
 
     @property
     def centre(self) -> float:
         return self.x + self.width / 2
 
+    @property
+    def middle(self) -> float:
+        return self.y + self.height / 2
+
 
 @dataclass(frozen=True)
 class Edge:
-    source: str
+    source: str  # a state, or the "on error" box of `group`
     target: str
     kind: EdgeKind
     label: str
-    back: bool  # goes up: a loop
-    points: tuple[tuple[float, float], ...]
+    back: bool  # goes back up: the loop
+    points: tuple[tuple[float, float], ...]  # a cubic B-spline, then the arrow's tip
+    label_at: tuple[float, float] | None = None
+    group: tuple[str, ...] = ()  # the states an "on error" edge stands for
 
 
 @dataclass(frozen=True)
@@ -194,7 +213,185 @@ class Layout:
     edges: list[Edge] = field(default_factory=list)
     width: float = 0.0
     height: float = 0.0
-    layers: int = 0
+    main: tuple[str, ...] = ()  # the main path, top to bottom
+    junctions: dict[str, Box] = field(default_factory=dict)  # "on error" boxes
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What the layout and the terminal drawing both need: the main path, the loops,
+    and which catches are shared (one "on error" group per target and error names)."""
+
+    specs: Mapping[str, Mapping[str, Any]]
+    transitions: list[Transition]
+    main: tuple[str, ...]
+    back: frozenset[tuple[str, str]]
+    groups: dict[tuple[str, str], tuple[str, ...]]  # (target, errors) -> sources
+
+
+def _shape(definition: Mapping[str, Any], keep: Sequence[str] = ()) -> _Shape:
+    """`keep`: a path taken; a catch on it is drawn on its own, not in a group."""
+    specs = {n: s for n, s in definition.get("States", {}).items() if isinstance(s, Mapping)}
+    names = list(specs)
+    start = definition.get("StartAt")
+    transitions = edges(definition)
+    main = _spine(names, start, specs, transitions)
+    main_next = dict(itertools.pairwise(main))
+    out: dict[str, list[str]] = {n: [] for n in names}
+    for t in sorted(
+        transitions, key=lambda t: (main_next.get(t.source) != t.target, t.kind == "catch")
+    ):
+        out[t.source].append(t.target)
+    _, back = _walk(names, start, out)
+    taken = set(itertools.pairwise(keep))
+    shared: dict[tuple[str, str], list[str]] = {}
+    for t in transitions:
+        if t.kind == "catch" and (t.source, t.target) not in taken:
+            shared.setdefault((t.target, t.label), []).append(t.source)
+    groups = {key: tuple(sources) for key, sources in shared.items() if len(sources) > 1}
+    return _Shape(specs, transitions, tuple(main), frozenset(back), groups)
+
+
+def _grouped(shape: _Shape, t: Transition) -> bool:
+    return t.kind == "catch" and t.source in shape.groups.get((t.target, t.label), ())
+
+
+def _inches(points: float) -> str:
+    return f"{points / POINTS_PER_INCH:.3f}"
+
+
+def _placeholder(text: str) -> str:
+    """Label space for dot without handing it the text: as many `n`s as characters."""
+    return "n" * min(len(text), 34)
+
+
+_Drawn = Transition | tuple[str, str]  # a transition, or a group's (target, errors)
+
+
+def _dot_source(shape: _Shape) -> tuple[str, dict[str, str], list[_Drawn]]:
+    """The graph in the DOT language, the DOT id of every state and junction, and
+    what each DOT edge is, in the order they are written (dot's edge ids)."""
+    ids = {name: f"n{i}" for i, name in enumerate(shape.specs)}
+    main = set(shape.main)
+    main_pairs = set(itertools.pairwise(shape.main))
+    lines = [
+        "digraph g {",
+        "graph [rankdir=TB, nodesep=0.45, ranksep=0.42, splines=spline, newrank=true];",
+        f"node [shape=box, fixedsize=true, width={_inches(BOX_WIDTH)}, "
+        f'height={_inches(BOX_HEIGHT)}, label=""];',
+        "edge [fontsize=10.5, arrowsize=0.7];",
+    ]
+    lines += [f"{ids[n]} [group=main];" if n in main else f"{ids[n]};" for n in shape.specs]
+    order: list[_Drawn] = []
+    into: dict[str, int] = {}
+    for t in shape.transitions:
+        if not _grouped(shape, t):
+            into[t.target] = into.get(t.target, 0) + 1
+    for t in shape.transitions:
+        if _grouped(shape, t):
+            continue
+        attrs = [f'label="{_placeholder(t.label or "loop")}"'] if t.label else []
+        if (t.source, t.target) in shape.back:
+            attrs = ['label="nnnnnnnnn"']  # room for "↺ loop back"
+        if (t.source, t.target) in main_pairs and t.kind != "catch":
+            attrs.append("weight=20")
+        if into[t.target] > 2 and t.target not in main:
+            attrs.append("samehead=join")  # many edges into one handler meet at one point
+        attrs.append(f"id=e{len(order)}")
+        lines.append(f"{ids[t.source]} -> {ids[t.target]} [{', '.join(attrs)}];")
+        order.append(t)
+    for number, ((target, label), sources) in enumerate(shape.groups.items()):
+        junction = f"j{number}"
+        ids[f"\0{number}"] = junction
+        lines.append(
+            f"{junction} [width={_inches(JUNCTION_WIDTH)}, height={_inches(JUNCTION_HEIGHT)}];"
+        )
+        lines += [f"{ids[s]} -> {junction} [style=invis, weight=0];" for s in sources]
+        lines.append(
+            f'{junction} -> {ids[target]} [label="{_placeholder(label)}", id=e{len(order)}];'
+        )
+        order.append((target, label))
+    lines.append("}")
+    return "\n".join(lines), ids, order
+
+
+@functools.lru_cache(maxsize=64)
+def _run_dot(source: str) -> dict[str, Any]:
+    dot = shutil.which("dot")
+    if dot is None:
+        raise GraphvizMissing(
+            "the graph needs Graphviz 'dot', which is not installed "
+            "(Debian: apt-get install graphviz)"
+        )
+    done = subprocess.run(  # the fixed program, the graph on stdin
+        [dot, "-Tjson0"], input=source, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        first = (done.stderr.strip().splitlines() or ["no message"])[0]
+        raise GraphvizMissing(f"Graphviz 'dot' failed: {first}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _point(text: str) -> tuple[float, float]:
+    x, y = text.split(",")[-2:]
+    return float(x), float(y)
+
+
+def layout(definition: Mapping[str, Any], *, path: Sequence[str] = ()) -> Layout:
+    """Positions of every state (and the route of every edge) for `definition`.
+
+    Deterministic: the same definition always gives the same layout. `path`: the
+    path an execution took (its catches are drawn on their own).
+    """
+    shape = _shape(definition, path)
+    if not shape.specs:
+        return Layout(positions={}, width=2 * MARGIN, height=2 * MARGIN + LEGEND_HEIGHT)
+    source, ids, order = _dot_source(shape)
+    drawn = _run_dot(source)
+    _, _, right, top = (float(v) for v in drawn["bb"].split(","))
+    names = {dot_id: name for name, dot_id in ids.items()}
+    above = MARGIN + LEGEND_HEIGHT
+
+    def place(x: float, y: float) -> tuple[float, float]:  # dot's y grows upwards
+        return round(x + MARGIN, 1), round(top - y + above, 1)
+
+    positions: dict[str, Box] = {}
+    junctions: dict[str, Box] = {}
+    for obj in drawn.get("objects", []):
+        name = names[obj["name"]]
+        cx, cy = place(*_point(obj["pos"]))
+        w = float(obj["width"]) * POINTS_PER_INCH
+        h = float(obj["height"]) * POINTS_PER_INCH
+        box = Box(name, round(cx - w / 2, 1), round(cy - h / 2, 1), w, h)
+        (junctions if name.startswith("\0") else positions)[name] = box
+    junction_of = {key: f"\0{i}" for i, key in enumerate(shape.groups)}
+    routed: list[Edge] = []
+    for drawn_edge in drawn.get("edges", []):
+        if "id" not in drawn_edge:
+            continue  # an invisible edge that only ranks an "on error" box
+        what = order[int(drawn_edge["id"][1:])]
+        parts = drawn_edge["pos"].split()
+        tip = [place(*_point(p)) for p in parts if p.startswith("e,")]
+        spline = [place(*_point(p)) for p in parts if not p.startswith(("e,", "s,"))]
+        points = tuple(spline + tip)
+        at = place(*_point(drawn_edge["lp"])) if "lp" in drawn_edge else None
+        if isinstance(what, Transition):
+            back = (what.source, what.target) in shape.back
+            routed.append(Edge(what.source, what.target, what.kind, what.label, back, points, at))
+        else:
+            target, label = what
+            group = shape.groups[what]
+            routed.append(Edge(junction_of[what], target, "catch", label, False, points, at, group))
+    positions = {n: positions[n] for n in shape.specs}
+    return Layout(
+        positions,
+        routed,
+        round(right + 2 * MARGIN, 1),
+        round(top + 2 * MARGIN + LEGEND_HEIGHT, 1),
+        shape.main,
+        junctions,
+    )
 
 
 def _walk(
@@ -264,271 +461,6 @@ def _spine(
     return best[start][1]
 
 
-def _crossings(layers: Sequence[Sequence[str]], links: Sequence[tuple[str, str]]) -> int:
-    where = {n: (i, j) for i, layer in enumerate(layers) for j, n in enumerate(layer)}
-    by_layer: dict[int, list[tuple[int, int]]] = {}
-    for a, b in links:
-        (la, pa), (_, pb) = where[a], where[b]
-        by_layer.setdefault(la, []).append((pa, pb))
-    total = 0
-    for pairs in by_layer.values():
-        for i, (a1, b1) in enumerate(pairs):
-            for a2, b2 in pairs[i + 1 :]:
-                if (a1 - a2) * (b1 - b2) < 0:
-                    total += 1
-    return total
-
-
-def _is_dummy(node: str) -> bool:
-    return node.startswith("\0")
-
-
-def _width(node: str) -> float:
-    return DUMMY_WIDTH if _is_dummy(node) else BOX_WIDTH
-
-
-def _gap(a: str, b: str) -> float:
-    """Distance between the centres of neighbours in a layer."""
-    extra = COLUMN_GAP / 2 if _is_dummy(a) or _is_dummy(b) else COLUMN_GAP
-    return _width(a) / 2 + _width(b) / 2 + extra
-
-
-def _place_layer(
-    layer: Sequence[str],
-    x: dict[str, float],
-    want: Mapping[str, float],
-    priority: Mapping[str, int],
-) -> None:
-    """Move each node towards `want`, highest priority first; lower-priority nodes are
-    pushed aside, higher-priority ones are never moved (Sugiyama's priority method)."""
-    count = len(layer)
-    pos = [x[n] for n in layer]
-    fixed = [False] * count
-    for j in sorted(range(count), key=lambda j: (-priority[layer[j]], j)):
-        target = want[layer[j]]
-        for k in range(count):
-            if not fixed[k]:
-                continue
-            low, high = min(j, k), max(j, k)
-            span = sum(_gap(layer[q], layer[q + 1]) for q in range(low, high))
-            target = max(target, pos[k] + span) if k < j else min(target, pos[k] - span)
-        pos[j] = target
-        fixed[j] = True
-        for q in range(j - 1, -1, -1):
-            pos[q] = min(pos[q], pos[q + 1] - _gap(layer[q], layer[q + 1]))
-        for q in range(j + 1, count):
-            pos[q] = max(pos[q], pos[q - 1] + _gap(layer[q - 1], layer[q]))
-    for n, value in zip(layer, pos, strict=True):
-        x[n] = value
-
-
-def layout(definition: Mapping[str, Any]) -> Layout:
-    """Positions of every state (and the route of every edge) for `definition`.
-
-    Deterministic: the same definition always gives the same layout.
-    """
-    specs: Mapping[str, Any] = {
-        n: s for n, s in definition.get("States", {}).items() if isinstance(s, Mapping)
-    }
-    names = list(specs)
-    if not names:
-        return Layout(positions={}, width=2 * MARGIN, height=2 * MARGIN + LEGEND_HEIGHT)
-    start = definition.get("StartAt")
-    transitions = edges(definition)
-    spine = _spine(names, start, specs, transitions)
-    spine_next = dict(itertools.pairwise(spine))
-
-    # Walk order: the main line first, then other Next/Choice edges, then Catch.
-    out: dict[str, list[str]] = {n: [] for n in names}
-    for t in sorted(
-        transitions,
-        key=lambda t: (spine_next.get(t.source) != t.target, t.kind == "catch"),
-    ):
-        out[t.source].append(t.target)
-    order, back = _walk(names, start, out)
-    rank = {n: i for i, n in enumerate(order)}
-
-    # Longest-path layers along the forward edges (a DAG once loops are cut).
-    preds: dict[str, list[str]] = {n: [] for n in names}
-    for t in transitions:
-        if (t.source, t.target) not in back and t.source != t.target:
-            preds[t.target].append(t.source)
-    layer_of: dict[str, int] = {}
-    topo = _topological(names, preds, order)
-    for name in topo:
-        layer_of[name] = max((layer_of[p] + 1 for p in preds[name]), default=0)
-
-    # Every edge becomes a chain from its upper to its lower end, with one routing
-    # point per layer it passes (loops are drawn upwards along their chain).
-    nodes_in: list[list[str]] = [[] for _ in range(max(layer_of.values()) + 1)]
-    for name in sorted(names, key=lambda n: rank[n]):
-        nodes_in[layer_of[name]].append(name)
-    key: dict[str, float] = {n: float(rank[n]) for n in names}
-    chains: list[tuple[Transition, list[str], bool]] = []
-    links: list[tuple[str, str]] = []
-    spine_nodes = set(spine)
-    spine_pairs = set(itertools.pairwise(spine))
-    for number, t in enumerate(transitions):
-        if t.source == t.target:
-            continue
-        upward = (t.source, t.target) in back
-        upper, lower = (t.target, t.source) if upward else (t.source, t.target)
-        chain = [upper]
-        for level in range(layer_of[upper] + 1, layer_of[lower]):
-            dummy = f"\0{number}:{level}"
-            key[dummy] = rank[upper] + 0.5
-            nodes_in[level].append(dummy)
-            chain.append(dummy)
-        chain.append(lower)
-        if (t.source, t.target) in spine_pairs and t.kind != "catch":
-            spine_pairs.discard((t.source, t.target))
-            spine_nodes.update(chain)
-        links.extend(itertools.pairwise(chain))
-        chains.append((t, chain, upward))
-    layers = [sorted(layer, key=lambda n: key[n]) for layer in nodes_in]
-
-    # Order inside layers: barycentre sweeps, keeping the order with fewest crossings.
-    above: dict[str, list[str]] = {}
-    below: dict[str, list[str]] = {}
-    for a, b in links:
-        below.setdefault(a, []).append(b)
-        above.setdefault(b, []).append(a)
-    best = [list(layer) for layer in layers]
-    best_crossings = _crossings(best, links)
-    for sweep in range(8):
-        downward = sweep % 2 == 0
-        indices = range(1, len(layers)) if downward else range(len(layers) - 2, -1, -1)
-        for i in indices:
-            ref = {n: j for j, n in enumerate(layers[i - 1] if downward else layers[i + 1])}
-            neighbours = above if downward else below
-            scored = []
-            for j, n in enumerate(layers[i]):
-                linked = [ref[m] for m in neighbours.get(n) or [] if m in ref]
-                scored.append((sum(linked) / len(linked) if linked else float(j), j, n))
-            layers[i] = [n for _, _, n in sorted(scored)]
-        crossings = _crossings(layers, links)
-        if crossings < best_crossings:
-            best, best_crossings = [list(layer) for layer in layers], crossings
-    layers = best
-    improved = True
-    while improved:  # transpose: swap neighbours while that removes crossings
-        improved = False
-        for layer in layers:
-            for j in range(len(layer) - 1):
-                layer[j], layer[j + 1] = layer[j + 1], layer[j]
-                crossings = _crossings(layers, links)
-                if crossings < best_crossings:
-                    best_crossings, improved = crossings, True
-                else:
-                    layer[j], layer[j + 1] = layer[j + 1], layer[j]
-
-    # x: the main line is a straight column; routing points keep long edges straight;
-    # every other state moves towards the middle of its neighbours.
-    priority = {n: 3 if n in spine_nodes else 2 if _is_dummy(n) else 1 for n in key}
-    x: dict[str, float] = {}
-    for layer in layers:
-        at = 0.0
-        for j, n in enumerate(layer):
-            at += _gap(layer[j - 1], n) if j else 0.0
-            x[n] = at
-    for sweep in range(7):
-        downward = sweep % 2 == 0
-        indices = range(1, len(layers)) if downward else range(len(layers) - 2, -1, -1)
-        neighbours = above if downward else below
-        for i in indices:
-            want = {}
-            for n in layers[i]:
-                close = neighbours.get(n) or []
-                if n in spine_nodes:
-                    close = [m for m in close if m in spine_nodes] or close
-                want[n] = sum(x[m] for m in close) / len(close) if close else x[n]
-            _place_layer(layers[i], x, want, priority)
-    left = min(x[n] - _width(n) / 2 for n in x)
-    right = max(x[n] + _width(n) / 2 for n in x)
-
-    def shift(value: float) -> float:
-        return round(value - left + MARGIN, 1)
-
-    row = BOX_HEIGHT + LAYER_GAP
-    top = MARGIN + LEGEND_HEIGHT
-    positions: dict[str, Box] = {}
-    for i, layer in enumerate(layers):
-        for j, n in enumerate(layer):
-            if not _is_dummy(n):
-                positions[n] = Box(
-                    n, shift(x[n] - BOX_WIDTH / 2), top + i * row, BOX_WIDTH, BOX_HEIGHT, i, j
-                )
-    positions = {n: positions[n] for n in names}
-
-    # Ports: the edges at a box's bottom (top) side are spread out, ordered by where
-    # they go, so they do not cross right at the box.
-    bottom: dict[str, list[tuple[float, int]]] = {}
-    tops: dict[str, list[tuple[float, int]]] = {}
-    for index, (_, chain, _) in enumerate(chains):
-        bottom.setdefault(chain[0], []).append((x[chain[1]], index))
-        tops.setdefault(chain[-1], []).append((x[chain[-2]], index))
-
-    def port(box: Box, slots: list[tuple[float, int]], index: int) -> float:
-        """Towards where the edge goes, at least 12 px from the next port."""
-        reach = box.width / 2 - 18
-        spots = [
-            (min(reach, max(-reach, (shift(toward) - box.centre) * 0.3)), i) for toward, i in slots
-        ]
-        spots.sort()
-        placed: list[float] = []
-        for offset, _ in spots:
-            placed.append(max(offset, placed[-1] + 12) if placed else offset)
-        overflow = max(0.0, placed[-1] - reach)
-        k = [i for _, i in spots].index(index)
-        return round(box.centre + placed[k] - overflow, 1)
-
-    routed: list[Edge] = []
-    for index, (t, chain, upward) in enumerate(chains):
-        high, low = positions[chain[0]], positions[chain[-1]]
-        points: list[tuple[float, float]] = [
-            (port(high, bottom[chain[0]], index), high.y + high.height)
-        ]
-        for dummy in chain[1:-1]:
-            level_top = top + int(dummy.rsplit(":", 1)[1]) * row
-            points += [(shift(x[dummy]), level_top), (shift(x[dummy]), level_top + BOX_HEIGHT)]
-        points.append((port(low, tops[chain[-1]], index), low.y))
-        if upward:
-            points.reverse()
-        routed.append(Edge(t.source, t.target, t.kind, t.label, upward, tuple(points)))
-    for t in transitions:
-        if t.source == t.target:
-            box = positions[t.source]
-            loop = ((box.x + box.width, box.y + 14), (box.x + box.width, box.y + 36))
-            routed.append(Edge(t.source, t.target, t.kind, t.label, True, loop))
-
-    width = right - left + 2 * MARGIN
-    height = 2 * MARGIN + LEGEND_HEIGHT + len(layers) * row - LAYER_GAP
-    return Layout(positions, routed, round(width, 1), round(height, 1), len(layers))
-
-
-def _topological(
-    names: Sequence[str], preds: Mapping[str, Sequence[str]], order: Sequence[str]
-) -> list[str]:
-    """Kahn's algorithm, ties broken by walk order (deterministic)."""
-    rank = {n: i for i, n in enumerate(order)}
-    waiting = {n: len(set(preds[n])) for n in names}
-    succs: dict[str, set[str]] = {n: set() for n in names}
-    for n in names:
-        for p in set(preds[n]):
-            succs[p].add(n)
-    ready = sorted((n for n in names if waiting[n] == 0), key=lambda n: rank[n])
-    result: list[str] = []
-    while ready:
-        n = ready.pop(0)
-        result.append(n)
-        for m in sorted(succs[n], key=lambda m: rank[m]):
-            waiting[m] -= 1
-            if waiting[m] == 0:
-                ready.append(m)
-        ready.sort(key=lambda n: rank[n])
-    return result
-
-
 # ---------------------------------------------------------------------- rendering
 
 
@@ -569,34 +501,6 @@ def _path_pairs(path: Sequence[str]) -> set[tuple[str, str]]:
     return set(itertools.pairwise(path))
 
 
-def _curve(points: Sequence[tuple[float, float]]) -> str:
-    """Vertical cubic segments through the points (straight down through layers)."""
-    (x0, y0), rest = points[0], points[1:]
-    parts = [f"M{x0:g},{y0:g}"]
-    for x1, y1 in rest:
-        if x1 == x0:
-            parts.append(f"L{x1:g},{y1:g}")
-        else:
-            dy = (y1 - y0) / 2
-            parts.append(f"C{x0:g},{y0 + dy:g} {x1:g},{y1 - dy:g} {x1:g},{y1:g}")
-        x0, y0 = x1, y1
-    return " ".join(parts)
-
-
-def _loop(points: Sequence[tuple[float, float]]) -> str:
-    (x0, y0), (x1, y1) = points[0], points[-1]
-    bulge = max(x0, x1) + 48
-    return f"M{x0:g},{y0:g} C{bulge:g},{y0:g} {bulge:g},{y1:g} {x1 + 2:g},{y1:g}"
-
-
-def _label_at(edge: Edge) -> tuple[float, float]:
-    if edge.source == edge.target:
-        (x0, y0), (_, y1) = edge.points[0], edge.points[-1]
-        return x0 + 40, (y0 + y1) / 2
-    (x0, y0), (x1, y1) = edge.points[0], edge.points[1]
-    return (x0 + x1) / 2, y0 + (y1 - y0) * 0.45
-
-
 def _legend() -> tuple[str, float]:
     items = [*STATUS_COLOURS.items()]
     parts = []
@@ -625,9 +529,101 @@ def _legend() -> tuple[str, float]:
     )
     at += 32 + 6.8 * 19 + 22
     parts.append(
-        f'<text x="{at:g}" y="{MARGIN + 11.5:g}" font-size="12" fill="#3d4554">↻ Retry</text>'
+        f'<text x="{at:g}" y="{MARGIN + 11.5:g}" font-size="12" fill="#3d4554">↻ Retry  '
+        "⚠ in an 'on error' box</text>"
     )
-    return f'<g class="legend">{"".join(parts)}</g>', at + 6.8 * 7
+    return f'<g class="legend">{"".join(parts)}</g>', at + 6.8 * 30
+
+
+def _d(points: Sequence[tuple[float, float]]) -> str:
+    """dot's spline (start, then three points per cubic segment) and a line to the tip."""
+    (x0, y0), rest = points[0], points[1:]
+    parts = [f"M{x0:g},{y0:g}"]
+    usable = len(rest) - len(rest) % 3
+    for i in range(0, usable, 3):
+        parts.append("C" + " ".join(f"{x:g},{y:g}" for x, y in rest[i : i + 3]))
+    parts += [f"L{x:g},{y:g}" for x, y in rest[usable:]]
+    return " ".join(parts)
+
+
+def _tooltip(name: str, status: str, spec: Mapping[str, Any], run: StateRun | None) -> str:
+    lines = [f"{name}: {status_label(status)}"]
+    if spec.get("Retry"):
+        lines.append(
+            "Retry: "
+            + "; ".join(
+                ", ".join(str(e) for e in r.get("ErrorEquals") or [])
+                + f" x{r.get('MaxAttempts', 3)}"
+                for r in spec["Retry"]
+                if isinstance(r, Mapping)
+            )
+        )
+    for catcher in spec.get("Catch") or []:
+        if isinstance(catcher, Mapping):
+            errors = ", ".join(str(e) for e in catcher.get("ErrorEquals") or [])
+            lines.append(f"Catch: {errors} → {catcher.get('Next')}")
+    if run is not None and run.error:
+        lines.append(f"{run.error}")
+    return "\n".join(lines)
+
+
+def _meta(kind: str, spec: Mapping[str, Any], run: StateRun | None, grouped: bool) -> str:
+    meta = [kind + (" ↻" if spec.get("Retry") else "") + (" ⚠" if grouped else "")]
+    if run is not None and run.retries:
+        meta.append(f"retried {run.retries}x")
+    if run is not None and run.visits > 1:
+        meta.append(f"{run.visits} visits")
+    timing = _timing(run)
+    if timing:
+        meta.append(timing)
+    if spec.get("End") or kind in ("Succeed", "Fail"):
+        meta.append("end")
+    return " · ".join(meta)
+
+
+def _edge_svg(edge: Edge, is_taken: bool) -> tuple[str, str]:
+    """The edge's path and its label (drawn after all paths, so on top)."""
+    colour = _EDGE_TAKEN if is_taken else _EDGE_PLAIN
+    dash = ' stroke-dasharray="5 4"' if edge.kind == "catch" else ""
+    classes = "edge" + (" taken" if is_taken else "") + (" loop" if edge.back else "")
+    label = "↺ loop back" if edge.back else edge.label
+    source = f"on error ({len(edge.group)} states)" if edge.group else edge.source
+    group = f' data-sources="{_e(" | ".join(edge.group))}"' if edge.group else ""
+    path = (
+        f'<path class="{classes}" data-kind="{edge.kind}" data-from="{_e(source)}" '
+        f'data-to="{_e(edge.target)}"{group} d="{_d(edge.points)}" fill="none" '
+        f'stroke="{colour}" stroke-width="{2.5 if is_taken else 1.5}"{dash} '
+        f'marker-end="url(#arrow-{"taken" if is_taken else "plain"})">'
+        f"<title>{_e(source)} → {_e(edge.target)}{': ' + _e(label) if label else ''}"
+        "</title></path>"
+    )
+    if not label or edge.label_at is None:
+        return path, ""
+    lx, ly = edge.label_at
+    text = _fit(label, 34)
+    w = 6.1 * len(text) + 8
+    tone = "#8a4b00" if edge.kind == "catch" else "#3d4554"
+    return path, (
+        f'<g class="edge-label" data-kind="{edge.kind}">'
+        f'<rect x="{lx - w / 2:g}" y="{ly - 8:g}" width="{w:g}" height="15" rx="3" '
+        f'fill="#ffffff" fill-opacity="0.92"/>'
+        f'<text x="{lx:g}" y="{ly + 3.5:g}" font-size="10.5" text-anchor="middle" '
+        f'fill="{tone}">{_e(text)}</text></g>'
+    )
+
+
+def _junction_svg(box: Box, edge: Edge) -> str:
+    names = "\n".join(f"  {n}" for n in edge.group)
+    return (
+        f'<g id="on-error-{slug(edge.target)}" class="junction" data-to="{_e(edge.target)}" '
+        f'data-sources="{_e(" | ".join(edge.group))}">'
+        f"<title>{_e(f'on {edge.label} from {len(edge.group)} states:')}\n{_e(names)}</title>"
+        f'<rect x="{box.x:g}" y="{box.y:g}" width="{box.width:g}" height="{box.height:g}" '
+        f'rx="{box.height / 2:g}" fill="#fff8f0" stroke="#c96a00" stroke-width="1.2" '
+        'stroke-dasharray="4 3"/>'
+        f'<text x="{box.centre:g}" y="{box.middle + 4:g}" text-anchor="middle" '
+        f'font-size="11" fill="#8a4b00">⚠ on error · {len(edge.group)} states</text></g>'
+    )
 
 
 def render_svg(
@@ -642,13 +638,14 @@ def render_svg(
     """The graph as a standalone SVG document (all text escaped).
 
     `link(name)` makes each state a link (e.g. to its details); `selected` outlines
-    one state.
+    one state. Raises `GraphvizMissing` without Graphviz `dot`.
     """
-    plan = layout(definition)
+    plan = layout(definition, path=path)
     specs: Mapping[str, Any] = definition.get("States", {})
     ids = _slugs(list(plan.positions))
     taken = _path_pairs(path)
     on_path = set(path)
+    grouped = {name for edge in plan.edges for name in edge.group}
     legend, legend_width = _legend()
     width = max(plan.width, legend_width + MARGIN)
     out: list[str] = [
@@ -668,60 +665,19 @@ def render_svg(
     ]
     labels: list[str] = []
     for edge in sorted(plan.edges, key=lambda e: (e.source, e.target) in taken):
-        is_taken = (edge.source, edge.target) in taken
-        colour = _EDGE_TAKEN if is_taken else _EDGE_PLAIN
-        dash = ' stroke-dasharray="5 4"' if edge.kind == "catch" else ""
-        d = _loop(edge.points) if edge.source == edge.target else _curve(edge.points)
-        out.append(
-            f'<path class="edge{" taken" if is_taken else ""}" data-kind="{edge.kind}" '
-            f'data-from="{_e(edge.source)}" data-to="{_e(edge.target)}" d="{d}" fill="none" '
-            f'stroke="{colour}" stroke-width="{2.5 if is_taken else 1.5}"{dash} '
-            f'marker-end="url(#arrow-{"taken" if is_taken else "plain"})">'
-            f"<title>{_e(edge.source)} → {_e(edge.target)}"
-            f"{': ' + _e(edge.label) if edge.label else ''}</title></path>"
-        )
-        if edge.label:
-            lx, ly = _label_at(edge)
-            text = _fit(edge.label, 34)
-            w = 6.1 * len(text) + 8
-            tone = "#8a4b00" if edge.kind == "catch" else "#3d4554"
-            labels.append(
-                f'<g class="edge-label" data-kind="{edge.kind}">'
-                f'<rect x="{lx - w / 2:g}" y="{ly - 8:g}" width="{w:g}" height="15" rx="3" '
-                f'fill="#ffffff" fill-opacity="0.92"/>'
-                f'<text x="{lx:g}" y="{ly + 3.5:g}" font-size="10.5" text-anchor="middle" '
-                f'fill="{tone}">{_e(text)}</text></g>'
-            )
+        drawn, label = _edge_svg(edge, (edge.source, edge.target) in taken)
+        out.append(drawn)
+        labels.append(label)
     out.extend(labels)
+    for edge in plan.edges:
+        if edge.group:
+            out.append(_junction_svg(plan.junctions[edge.source], edge))
     for name, box in plan.positions.items():
         run = states.get(name)
         status = run.status if run is not None else "not reached"
         fill, stroke, ink = STATUS_COLOURS.get(status, STATUS_COLOURS["not reached"])
         spec = specs.get(name, {})
         kind = str(spec.get("Type", run.type if run else ""))
-        meta = [kind + (" ↻" if spec.get("Retry") else "")]
-        if run is not None and run.retries:
-            meta.append(f"retried {run.retries}x")
-        if run is not None and run.visits > 1:
-            meta.append(f"{run.visits} visits")
-        timing = _timing(run)
-        if timing:
-            meta.append(timing)
-        if spec.get("End") or kind in ("Succeed", "Fail"):
-            meta.append("end")
-        tooltip = [f"{name}: {status_label(status)}"]
-        if spec.get("Retry"):
-            tooltip.append(
-                "Retry: "
-                + "; ".join(
-                    ", ".join(str(e) for e in r.get("ErrorEquals") or [])
-                    + f" x{r.get('MaxAttempts', 3)}"
-                    for r in spec["Retry"]
-                    if isinstance(r, Mapping)
-                )
-            )
-        if run is not None and run.error:
-            tooltip.append(f"{run.error}")
         thick = 2.5 if name in on_path else 1.2
         rx = 22 if kind in ("Succeed", "Fail") else 8
         shape = (
@@ -730,7 +686,7 @@ def render_svg(
         )
         if kind == "Choice":
             shape += (
-                f'<path d="M{box.x + 12:g},{box.y + box.height / 2:g} l7,-7 l7,7 l-7,7 z" '
+                f'<path d="M{box.x + 12:g},{box.middle:g} l7,-7 l7,7 l-7,7 z" '
                 f'fill="none" stroke="{stroke}" stroke-width="1.3"/>'
             )
         if name == selected:
@@ -739,15 +695,16 @@ def render_svg(
                 f'height="{box.height + 8:g}" rx="{rx + 3}" fill="none" stroke="#2457c5" '
                 f'stroke-width="2" stroke-dasharray="4 3"/>' + shape
             )
+        meta = _meta(kind, spec, run, name in grouped)
         group = (
             f'<g id="state-{ids[name]}" class="state status-{status_key(status)}'
-            f'{" on-path" if name in on_path else ""}" data-state="{_e(name)}" '
-            f'data-status="{status_key(status)}" data-type="{_e(kind)}">'
-            f"<title>{_e(chr(10).join(tooltip))}</title>{shape}"
+            f'{" on-path" if name in on_path else ""}{" main" if name in plan.main else ""}" '
+            f'data-state="{_e(name)}" data-status="{status_key(status)}" data-type="{_e(kind)}">'
+            f"<title>{_e(_tooltip(name, status, spec, run))}</title>{shape}"
             f'<text x="{box.centre:g}" y="{box.y + 19:g}" text-anchor="middle" font-size="12.5" '
             f'font-weight="600" fill="{ink}">{_e(_fit(name, 25))}</text>'
             f'<text x="{box.centre:g}" y="{box.y + 35:g}" text-anchor="middle" font-size="10.5" '
-            f'fill="{ink}" fill-opacity="0.8">{_e(_fit(" · ".join(meta), 32))}</text></g>'
+            f'fill="{ink}" fill-opacity="0.8">{_e(_fit(meta, 32))}</text></g>'
         )
         if link is not None:
             group = f'<a href="{_e(link(name))}" class="state-link">{group}</a>'
@@ -756,16 +713,35 @@ def render_svg(
     return "\n".join(out)
 
 
+def _plain(text: str) -> str:
+    """Terminal-safe: control and format characters (an escape sequence in a state
+    name from the ASL, an error from outside) are shown, not sent to the terminal."""
+    return "".join(
+        ch.encode("unicode_escape").decode() if unicodedata.category(ch)[0] == "C" else ch
+        for ch in text
+    )
+
+
 def render_text(
     definition: Mapping[str, Any], states: Mapping[str, StateRun], path: Sequence[str]
 ) -> str:
-    """One line per state — the path taken first, in order, then the rest of the
-    definition — with its status, timing, retries and error."""
-    names = list(dict.fromkeys([*path, *definition.get("States", {}), *states]))
-    width = max((len(n) for n in names), default=0)
+    """The graph's shape for a terminal, one line per state with its status, timing,
+    retries and error (`*`: on the path taken). The main path runs down the left; a
+    branch is indented under the state it leaves (`├ <label> →`); a branch that
+    reaches a state shown elsewhere says `→ <state> (above)` / `(below)`, the loop
+    `↺ loop back to <state>`; shared catches ("on error") come last, once each."""
+    shape = _shape(definition, path)
     on_path = set(path)
-    lines = []
-    for name in names:
+    main = set(shape.main)
+    grouped = {name for sources in shape.groups.values() for name in sources}
+    leaving: dict[str, list[Transition]] = {}
+    for t in shape.transitions:
+        if not _grouped(shape, t):
+            leaving.setdefault(t.source, []).append(t)
+    lines: list[str] = []
+    shown: set[str] = set()
+
+    def state_line(name: str, prefix: str) -> None:
         run = states.get(name)
         status = run.status if run is not None else "not reached"
         notes = [_timing(run)]
@@ -774,10 +750,56 @@ def render_text(
         if run is not None and run.visits > 1:
             notes.append(f"{run.visits} visits")
         if run is not None and run.error:
-            notes.append(run.error)
+            notes.append(_plain(run.error))
         marker = "*" if name in on_path else " "
+        flag = " ⚠" if name in grouped else ""
         lines.append(
-            f"{marker} {status_label(status):<20} {name:<{width}}  "
+            f"{marker} {status_label(status):<20} {prefix}{_plain(name)}{flag}  "
             + "  ".join(n for n in notes if n)
         )
+
+    def note_line(prefix: str, text: str) -> None:
+        lines.append(f"  {'':<20} {prefix}{text}")
+
+    def branches(name: str, primary: str | None, depth: int, trail: list[str]) -> None:
+        for t in leaving.get(name, []):
+            if t.target != primary:
+                label = _plain(t.label or t.kind)
+                chain(t.target, depth, f"{'   ' * (depth - 1)}├ {label} → ", trail)
+
+    def chain(name: str, depth: int, head: str, trail: list[str]) -> None:
+        """`name` and the states after it (Next, else Default, else a choice)."""
+        trail = list(trail)
+        current: str | None = name
+        prefix = head
+        while current is not None:
+            if current in trail:
+                note_line(prefix, f"↺ loop back to {_plain(current)}")
+                return
+            if current in shown or current in main:
+                where = "above" if current in shown else "below"
+                note_line(prefix, f"→ {_plain(current)} ({where})")
+                return
+            shown.add(current)
+            trail.append(current)
+            state_line(current, prefix)
+            prefix = "   " * depth
+            out = leaving.get(current, [])
+            nexts = [t for t in out if t.kind == "next"] + [t for t in out if t.kind != "catch"]
+            primary = nexts[0].target if nexts else None
+            branches(current, primary, depth + 1, trail)
+            current = primary
+
+    for index, name in enumerate(shape.main):
+        shown.add(name)
+        state_line(name, "")
+        following = shape.main[index + 1] if index + 1 < len(shape.main) else None
+        branches(name, following, 1, list(shape.main[: index + 1]))
+    for (target, label), sources in shape.groups.items():
+        names = ", ".join(_plain(s) for s in sources)
+        note_line("", f"⚠ on error {_plain(label)} from {len(sources)} states: {names}")
+        chain(target, 1, "└ ", [])
+    for name in shape.specs:
+        if name not in shown:
+            chain(name, 0, "", [])
     return "\n".join(line.rstrip() for line in lines) + "\n"
