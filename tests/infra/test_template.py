@@ -491,7 +491,7 @@ def test_superseding_is_a_parameter_only_wait_for_approval_reads(
 
 def test_the_core_layer_is_built_from_src(template: dict[str, Any]) -> None:
     layer = template["Resources"]["CoreLayer"]
-    assert layer["Metadata"]["BuildMethod"] == "python3.12"
+    assert layer["Metadata"]["BuildMethod"] == "makefile"  # layer/Makefile, test_layer.py
     content = ROOT / layer["Properties"]["ContentUri"]
     requirements = (content / "requirements.txt").read_text(encoding="utf-8")
     assert {"requests", "aws-lambda-powertools", "pydantic", "jinja2"} <= {
