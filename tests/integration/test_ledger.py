@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
+from support.aws import REGION, moto_aws
 from support.ledger_table import create_ledger_table
 
 from image_cicd.approvals.decisions import (
@@ -38,7 +38,6 @@ from image_cicd.ledger.store import (
 from image_cicd.stages import Destination
 
 TABLE = "ledger"
-REGION = "us-east-1"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 DIGEST = "sha256:" + "ab" * 32
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAf-secret-task-token"
@@ -46,13 +45,7 @@ TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAf-secret-task-token"
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+    with moto_aws(monkeypatch, config={"stepfunctions": {"execute_state_machine": True}}):
         yield
 
 

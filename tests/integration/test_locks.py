@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
+from support.aws import moto_aws
 from support.ledger_table import create_ledger_table
 
 from image_cicd.promotion.locks import DynamoDBLocker, LeaseLost, LockBusy, ThreadLocker
@@ -53,13 +53,7 @@ class FakeClock:
 
 @pytest.fixture
 def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
+    with moto_aws(monkeypatch):
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_ledger_table(client, TABLE)
         yield SerializedClient(client)

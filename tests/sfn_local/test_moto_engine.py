@@ -17,14 +17,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
+from moto.awslambda_simple.models import LambdaSimpleBackend
 from sfn_cases import EXPECTED, INPUTS, Outcome, definition, mock_config
+from support.aws import REGION, moto_aws
 
-boto3 = pytest.importorskip("boto3")
-moto = pytest.importorskip("moto")
-from moto.awslambda_simple.models import LambdaSimpleBackend  # noqa: E402
-
-REGION = "us-east-1"
 ACCOUNT = "123456789012"
 APPROVAL_TIMEOUT_SECONDS = 2  # the plan's approval timeout in these runs
 FUNCTIONS = [
@@ -137,13 +135,7 @@ def aws() -> Iterator[dict[str, Any]]:
         "stepfunctions": {"execute_state_machine": True},
         "lambda": {"use_docker": False},
     }
-    with (
-        moto.mock_aws(config=config),
-        pytest.MonkeyPatch.context() as patch,
-    ):
-        patch.setenv("AWS_DEFAULT_REGION", REGION)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.MonkeyPatch.context() as patch, moto_aws(patch, config=config):
         patch.setattr(LambdaSimpleBackend, "invoke", _invoke)
         iam = boto3.client("iam", region_name=REGION)
         role = iam.create_role(

@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
+from support.aws import REGION, moto_aws
 from support.ledger_table import create_ledger_table
 
 from image_cicd.ledger.store import Ledger
@@ -17,16 +17,8 @@ from image_cicd.ledger.store import Ledger
 @pytest.fixture(scope="module")
 def dynamodb() -> Iterator[Any]:
     """One in-process moto DynamoDB for the module (a client is slow to build)."""
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in {
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-        }.items():
-            env.setenv(name, value)
-        env.delenv("AWS_ENDPOINT_URL", raising=False)
-        with mock_aws():
-            yield boto3.client("dynamodb", region_name="us-east-1")
+    with pytest.MonkeyPatch.context() as env, moto_aws(env):
+        yield boto3.client("dynamodb", region_name=REGION)
 
 
 @pytest.fixture

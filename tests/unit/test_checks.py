@@ -11,7 +11,7 @@ from typing import Any, cast
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
+from support.aws import moto_aws
 
 from image_cicd.aws.ecr import EcrScanFindings
 from image_cicd.ledger.records import CheckResult
@@ -375,14 +375,7 @@ class FakeEcr:
 
 @pytest.fixture
 def ecr(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
+    with moto_aws(monkeypatch):
         yield boto3.client("ecr", region_name="us-east-1")
 
 
