@@ -264,6 +264,20 @@ def plan_rollback(
     if to is not None and scheme.parse(to) is None:
         raise VersionNotFound(f"{to!r} is not a version tag (format {scheme.format})")
     state = read_stage(client, repository, scheme, latest_tag)
+    return plan_rollback_of(state, to=to, expected=expected, latest_tag=latest_tag)
+
+
+def plan_rollback_of(
+    state: StageState,
+    *,
+    to: str | None = None,
+    expected: str | None = None,
+    latest_tag: str = LATEST,
+) -> RollbackPlan:
+    """`plan_rollback` on a stage already read (the console's repositories page)."""
+    repository, scheme = state.repository, state.scheme
+    if to is not None and scheme.parse(to) is None:
+        raise VersionNotFound(f"{to!r} is not a version tag (format {scheme.format})")
     current = state.current
     if expected is not None and expected not in (current, state.latest):
         now = f"{current} ({state.latest})" if current else state.latest or "no image"
