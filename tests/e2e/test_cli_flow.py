@@ -20,21 +20,16 @@ from click.testing import CliRunner, Result
 
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.cli.main import main
-from image_cicd.local.stack import LocalStack, deployed_stack
+from image_cicd.local.stack import LocalStack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    params = {"Repositories": "repo-1,repo-2,repo-3,repo-4,repo-5,repo-6,repo-7"}
+    params = {"Repositories": "repo-1,repo-2,repo-3,repo-4,repo-5,repo-6,repo-7,repo-8"}
     with LocalStack(tmp_path_factory.mktemp("e2e"), parameters=params) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def t(stack: LocalStack) -> DeployedStack:
-    return deployed_stack(stack.info)
 
 
 def cli(stack: LocalStack, *args: str, input: str | None = None) -> Result:
@@ -352,12 +347,31 @@ def test_status_without_a_stack(tmp_path: Path) -> None:
 
 
 def test_graph_in_the_terminal_and_as_svg(stack: LocalStack, tmp_path: Path) -> None:
-    listed = json.loads(ok(stack, "executions", "--json"))
-    promotion = next(e["name"] for e in listed if e["kind"] == "promotion")
+    before = run_count(stack)
+    ok(stack, "push", "ecr-dev/repo-8:latest", "--size", "1MB")
+    [promotion] = wait_runs(stack, before + 1)[before:]
+    wait_show(stack, promotion, "waiting")
 
     text = ok(stack, "graph", promotion)
     assert "Resolve repository" in text
     assert "succeeded" in text
+    assert re.search(r"^\* waiting for approval +Wait for TEST approval", text, re.M)
+    # the shape, not a list: the main path down the left, branches indented, the loop
+    trees = [line[23:] for line in text.splitlines()[1:]]
+    main_path = [t.split("  ")[0].removesuffix(" ⚠") for t in trees if t[:1] not in " ├└⚠"]
+    assert main_path[:3] == ["Receive input", "Resolve repository", "Already promoted?"]
+    assert main_path[-4:] == [
+        "Wait for PROD approval",
+        "Promote to PROD",
+        "Notify success",
+        "Promoted",
+    ]
+    assert "Tests finished?" in main_path
+    assert "├ already_promoted not null → Already promoted" in trees
+    assert any(t.startswith("├ status = RUNNING → Wait for tests") for t in trees)
+    assert "↺ loop back to Tests finished?" in [t.strip() for t in trees]
+    assert any(t.startswith("⚠ on error States.ALL from 7 states:") for t in trees)
+    assert "└ Prepare failure" in trees
     svg_file = tmp_path / "graph.svg"
     ok(stack, "graph", promotion, "--svg", str(svg_file))
     svg = svg_file.read_text()
