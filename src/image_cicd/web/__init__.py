@@ -33,7 +33,7 @@ def static_file(name: str) -> bytes:
 
 
 def _stylesheet() -> Markup:
-    """The stylesheet's text for an inline <style> (written by us, not a value)."""
+    """The stylesheet's text, inlined by the approval pages (our file, not a value)."""
     return Markup(static_file("style.css").decode("utf-8"))  # noqa: S704 - our own file
 
 
