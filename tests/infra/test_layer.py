@@ -69,6 +69,25 @@ def test_the_template_builds_the_layer_with_layer_makefile() -> None:
     assert (ROOT / layer["Metadata"]["ContextPath"] / "Makefile").is_file()
     # the local stack puts ContentUri on the functions' path: the same source
     assert (ROOT / layer["Properties"]["ContentUri"] / "image_cicd" / "__init__.py").is_file()
+    # what sam build runs for the layer: the requirements, then the `code` target below
+    commands = subprocess.run(
+        [
+            "make",
+            "-n",
+            "--no-print-directory",
+            "-f",
+            str(ROOT / "layer" / "Makefile"),
+            "build-CoreLayer",
+            "ARTIFACTS_DIR=/artifacts",
+            "PYTHON=python3.12",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "--python-version 3.12" in commands
+    assert '/layer/../src/requirements.txt"' in commands
+    assert commands.rstrip().endswith('/layer/build_layer.py" "/artifacts/python"')
 
 
 def test_the_layer_holds_the_files_of_the_build_list_and_no_cli_console_or_local(
