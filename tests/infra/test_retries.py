@@ -15,24 +15,6 @@ import image_cicd
 MACHINES = Path(__file__).resolve().parents[2] / "statemachines"
 
 
-def retried(machine: str, state: str) -> set[str]:
-    definition = json.loads((MACHINES / f"{machine}.asl.json").read_text())
-    return {e for r in definition["States"][state].get("Retry", []) for e in r["ErrorEquals"]}
-
-
-@pytest.mark.parametrize(
-    ("machine", "state", "errors"),
-    [
-        ("promotion", "Copy to TEST", {"RegistryUnavailable", "LockBusy", "LeaseLost"}),
-        ("promotion", "Promote to PROD", {"RegistryUnavailable", "LockBusy", "LeaseLost"}),
-        ("promotion", "Run tests", {"RegistryUnavailable", "ScanInProgress"}),
-        ("rollback", "Roll back PROD", {"RegistryUnavailable", "LockBusy", "LeaseLost"}),
-    ],
-)
-def test_transient_errors_are_retried(machine: str, state: str, errors: set[str]) -> None:
-    assert errors <= retried(machine, state)
-
-
 # Error names Step Functions and Lambda define themselves (States.ALL, Lambda.Unknown,
 # Runtime.ExitError, ...); every other name in the ASL is one of the project's errors.
 SERVICE_ERROR_PREFIXES = ("States.", "Lambda.", "Runtime.")
@@ -84,33 +66,63 @@ def test_every_error_name_in_the_asl_is_an_exception_class_of_the_project(machin
     assert not unknown, f"{machine}: error names that no exception class of the project has"
 
 
-# What Step Functions' lambda:invoke reports when the function's process dies (killed,
-# crashed, killed for its memory): the function's errorType, `Runtime.ExitError`
-# ("Runtime exited with error: signal: killed"); `Lambda.Unknown` is the name AWS
-# documents for unhandled errors it has no errorType for. Every step is safe to run
-# again (the copies finish what a dead attempt left), so every Lambda task retries them.
-RUNTIME_ERRORS = {"Lambda.Unknown", "Runtime.ExitError"}
+CONTRACTS = Path(__file__).resolve().parents[2] / "docs" / "contracts.md"
+Retrier = tuple[frozenset[str], float, float, int, str]
 
 
-def lambda_tasks(machine: str) -> dict[str, dict[str, Any]]:
-    definition = json.loads((MACHINES / f"{machine}.asl.json").read_text())
-    return {
-        name: state
-        for name, state in definition["States"].items()
-        if state["Type"] == "Task" and state["Resource"].startswith("arn:aws:states:::lambda:")
-    }
+def documented_retries() -> list[tuple[Retrier, str]]:
+    """docs/contracts.md "Retries": (errors, interval, backoff, attempts, jitter), states."""
+    text = CONTRACTS.read_text(encoding="utf-8")
+    section = text.split("### Retries", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert rows, "no Retries table in docs/contracts.md"
+    table = []
+    for row in rows:
+        errors, interval, backoff, attempts, states = (c.strip() for c in row.strip("|").split("|"))
+        names = frozenset(e.strip().strip("`") for e in errors.split(","))
+        table.append(((names, float(interval), float(backoff), int(attempts), "FULL"), states))
+    return table
 
 
-@pytest.mark.parametrize("machine", ["promotion", "rollback"])
-def test_every_lambda_task_retries_a_dead_runtime_with_backoff(machine: str) -> None:
-    tasks = lambda_tasks(machine)
-    assert tasks
-    for name, state in tasks.items():
-        retriers = [r for r in state.get("Retry", []) if RUNTIME_ERRORS & set(r["ErrorEquals"])]
-        assert len(retriers) == 1, f"{machine}/{name}: no (or more than one) runtime retrier"
-        (retrier,) = retriers
-        assert set(retrier["ErrorEquals"]) == RUNTIME_ERRORS, f"{machine}/{name}"
-        assert retrier["MaxAttempts"] >= 2, f"{machine}/{name}"
-        assert retrier["IntervalSeconds"] >= 1, f"{machine}/{name}"
-        assert retrier["BackoffRate"] > 1, f"{machine}/{name}"
-        assert retrier.get("JitterStrategy") == "FULL", f"{machine}/{name}"
+def task_kind(state: dict[str, Any]) -> str:
+    resource = state["Resource"]
+    if resource.startswith("arn:aws:states:::lambda:"):
+        return "every Lambda task"
+    if resource.startswith("arn:aws:states:::sns:"):
+        return "every SNS task"
+    raise AssertionError(f"add the retries of {resource} tasks to docs/contracts.md")
+
+
+def test_every_retry_block_of_both_machines_is_the_documented_one() -> None:
+    table = documented_retries()
+    seen: set[str] = set()
+    for machine in ("promotion", "rollback"):
+        definition = json.loads((MACHINES / f"{machine}.asl.json").read_text())
+        for name, state in definition["States"].items():
+            if state["Type"] != "Task":
+                assert "Retry" not in state, f"{machine}/{name}"
+                continue
+            kind = task_kind(state)
+            seen |= {name, kind}
+            expected = {
+                retrier
+                for retrier, states in table
+                if states == kind or name in (s.strip() for s in states.split(","))
+            }
+            actual = [
+                (
+                    frozenset(r["ErrorEquals"]),
+                    float(r["IntervalSeconds"]),
+                    float(r["BackoffRate"]),
+                    int(r["MaxAttempts"]),
+                    r.get("JitterStrategy", "NONE"),
+                )
+                for r in state.get("Retry", [])
+            ]
+            assert len(set(actual)) == len(actual), f"{machine}/{name}: a retrier twice"
+            assert set(actual) == expected, f"{machine}/{name}"
+            errors = [e for retrier in actual for e in retrier[0]]
+            assert len(errors) == len(set(errors)), f"{machine}/{name}: an error in two retriers"
+    # and the table names no state that does not exist
+    named = {s.strip() for _, states in table for s in states.split(",")}
+    assert named <= seen, f"docs/contracts.md names unknown states {sorted(named - seen)}"

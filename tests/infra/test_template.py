@@ -688,9 +688,7 @@ def test_every_task_is_retried_and_caught(machine: str) -> None:
         if state["Resource"].startswith("arn:aws:states:::lambda:invoke"):
             assert state["Parameters"]["FunctionName"].startswith("${")
             assert state["Parameters"]["Payload"]["execution.$"] == "$$.Execution.Name"
-            lambda_retry = state["Retry"][0]
-            assert "Lambda.TooManyRequestsException" in lambda_retry["ErrorEquals"]
-            assert lambda_retry["JitterStrategy"] == "FULL"
+            # (the retry values: test_retries.py, against docs/contracts.md "Retries")
         if name.startswith("Notify") or name.startswith("Alert"):
             continue  # the notification path itself ends in Succeed or Fail either way
         # Then a failure goes through the failure notification to a Fail state
