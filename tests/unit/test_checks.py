@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -12,6 +11,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from support.aws import moto_aws
+from support.fakes import FakeRegistry
 
 from image_cicd.aws.ecr import EcrScanFindings
 from image_cicd.ledger.records import CheckResult
@@ -25,7 +25,6 @@ from image_cicd.promotion.errors import ScanInProgress
 from image_cicd.promotion.payloads import ImageFacts, Plan, StageCopy, TestRun
 from image_cicd.promotion.settings import RepositoryTests, ScanPolicy
 from image_cicd.registry.client import RegistryClient
-from image_cicd.registry.errors import BlobUnknown
 from image_cicd.registry.media import Manifest
 from image_cicd.registry.synthetic import SyntheticImage, build_image
 
@@ -35,40 +34,6 @@ T0 = 1_767_000_000.0
 
 
 # -------------------------------------------------------------------- fakes
-
-
-class FakeRegistry:
-    """Serves the manifests and blobs of synthetic images (what read_image and the
-    checks call: get_manifest, open_blob and get_blob)."""
-
-    host = "registry.example"
-
-    def __init__(self, repository: str, *images: SyntheticImage) -> None:
-        self.repository = repository
-        self.manifests: dict[str, Manifest] = {}
-        self.blobs: dict[str, bytes] = {}
-        for image in images:
-            self.manifests[image.digest] = image.manifest
-            for platform in image.platforms:
-                self.manifests[platform.manifest.digest] = platform.manifest
-                for blob in platform.blobs:
-                    self.blobs[blob.digest] = b"".join(blob.chunks())
-
-    def get_manifest(self, repository: str, reference: str) -> Manifest:
-        assert repository == self.repository
-        return self.manifests[reference]
-
-    def get_blob(self, repository: str, digest: str) -> bytes:
-        assert repository == self.repository
-        return self.blobs[digest]
-
-    @contextmanager
-    def open_blob(self, repository: str, digest: str) -> Iterator[Iterator[bytes]]:
-        assert repository == self.repository
-        if digest not in self.blobs:
-            raise BlobUnknown(f"GET {repository}@{digest}: blob unknown to registry", status=404)
-        data = self.blobs[digest]
-        yield iter([data[:100], data[100:]])
 
 
 class FakeScans:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from support.fakes import Outbox
 
 from image_cicd.approvals import endpoint
 from image_cicd.approvals.decisions import TaskTokenInvalid, csrf_token, decide
@@ -29,14 +30,6 @@ A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 class EmptyRegistry:
     def list_tags(self, repository: str) -> list[str]:
         return []
-
-
-@dataclass
-class Outbox:
-    sent: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def __call__(self, topic_arn: str, subject: str, message: str) -> None:
-        self.sent.append((topic_arn, subject, message))
 
 
 @dataclass

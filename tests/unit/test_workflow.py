@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from support.fakes import DIGEST, Outbox, make_plan
 
 from image_cicd.ledger.records import CheckResult, TestResults
 from image_cicd.ledger.store import Ledger, PromotionNotFound
 from image_cicd.promotion.locks import Locker
-from image_cicd.promotion.payloads import ImageFacts, Plan
 from image_cicd.promotion.settings import Settings
 from image_cicd.promotion.steps import (
     Services,
@@ -34,9 +33,6 @@ def d(n: int) -> str:
     return f"sha256:{n:064x}"
 
 
-DIGEST = d(99)
-
-
 # -------------------------------------------------------------------- fakes
 
 
@@ -52,14 +48,6 @@ class StageRegistry:
     def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         digest = self.tags.get(repository, {}).get(reference)
         return Descriptor(OCI_MANIFEST, digest, 100) if digest else None
-
-
-@dataclass
-class Outbox:
-    sent: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def __call__(self, topic_arn: str, subject: str, message: str) -> None:
-        self.sent.append((topic_arn, subject, message))
 
 
 class NoTasks:
@@ -90,20 +78,6 @@ def services(
         locker=cast(Locker, None),
         publish=outbox,
     )
-
-
-def make_plan(**update: Any) -> Plan:
-    plan = Plan(
-        execution="exec-1",
-        name="repo-1",
-        digest=DIGEST,
-        source="ecr-dev/repo-1",
-        test="ecr-test/repo-1",
-        prod="ecr-prod/repo-1",
-        image=ImageFacts(media_type=OCI_MANIFEST, platforms=[], size=1234),
-        approval_timeout_seconds=3600,
-    )
-    return plan.model_copy(update=update)
 
 
 PLAN = make_plan().model_dump(mode="json")
