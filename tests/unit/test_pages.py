@@ -225,3 +225,61 @@ def test_the_approval_pages_inline_the_same_stylesheet_and_load_nothing() -> Non
     page = pages.not_found_page()
     assert f"<style>{static_file('style.css').decode()}</style>" in page
     assert not re.search(r"<(link|script|img)\b", page)
+
+
+@dataclass(frozen=True)
+class _Head:
+    digest: str
+
+
+class _Registry:
+    """Tags of each repository (a fake below the console and the core's planning)."""
+
+    def __init__(self, tags: dict[str, dict[str, str]]) -> None:
+        self.tags = tags
+
+    def list_tags(self, repository: str) -> list[str]:
+        return list(self.tags.get(repository, {}))
+
+    def head_manifest(self, repository: str, tag: str) -> _Head | None:
+        digest = self.tags.get(repository, {}).get(tag)
+        return _Head(digest) if digest else None
+
+
+@dataclass
+class _RollbackStack(_Stack):
+    registry: _Registry
+    repositories: tuple[str, ...] = ("repo-1",)
+
+    def stage_repository(self, name: str, stage: str) -> str:
+        return f"ecr-{stage.lower()}/{name}"
+
+
+def _preview(tags: dict[str, str], to: str = "") -> tuple[int, str]:
+    stack = _RollbackStack("s", SCHEME, _Registry({"ecr-prod/repo-1": tags}))
+    console = Console(stack)  # type: ignore[arg-type]
+    body = f"repository=repo-1&to={to}".encode()
+    reply = console(Request("POST", "/repositories/rollback", "", {}, body, "127.0.0.1"))
+    return reply.status, reply.body.decode()
+
+
+def test_the_rollback_preview_is_the_cores_plan() -> None:
+    one, two = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+    status, page = _preview({"v0.1": one, "v0.2": two, "latest": two})
+    assert status == 200
+    assert "from <strong>v0.2</strong>" in page
+    assert "to <strong>v0.1</strong>" in page
+
+    # what plan_rollback refuses, it refuses in its own words, and nothing is offered
+    for tags, to, words in (
+        ({"v0.1": one, "latest": one}, "", "ecr-prod/repo-1 is at v0.1: no older version"),
+        ({"v0.1": one, "latest": one}, "v0.9", "has no version v0.9 (versions: v0.1)"),
+        ({"v0.1": one, "latest": one}, "v0.1", "ecr-prod/repo-1:latest is already at v0.1"),
+        ({"v0.1": one}, "", "has no &#39;latest&#39; tag: nothing runs there"),
+        ({"v0.1": one, "latest": two}, "", "which has no version tag"),
+    ):
+        status, page = _preview(tags, to)
+        assert status == 409, page
+        assert words in page
+        assert 'name="csrf"' not in page
