@@ -23,6 +23,7 @@ from image_cicd.approvals.decisions import approval_link
 from image_cicd.aws.operations import approve, pending_approval, start_promotion
 from image_cicd.aws.operations import wait_finished as finished
 from image_cicd.aws.stack import DeployedStack
+from image_cicd.aws.stepfunctions import execution_arn_for
 from image_cicd.local.stack import LocalStack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
@@ -340,7 +341,7 @@ def test_a_confirmation_posted_several_times_rolls_back_once(
     execution = locations.pop().rsplit("/", 1)[-1]
     started = [n for n in rollbacks(t) if n.startswith(f"rollback-{name}-")]
     assert started == [execution]
-    arn = t.rollback_arn.replace(":stateMachine:", ":execution:") + ":" + execution
+    arn = execution_arn_for(t.rollback_arn, execution)
     assert finished(t, arn)["status"] == "SUCCEEDED"
     assert stage(t, prod)[1] == images[1].digest
     assert [(r.kind, r.version) for r in t.ledger.releases(prod)] == [("ROLLBACK", "v0.2")]

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from image_cicd.aws.operations import pending_approval, start_promotion
+from image_cicd.aws.stepfunctions import execution_arn_for
 from image_cicd.cli.main import main
 from image_cicd.local.stack import LocalStack, deployed_stack
 from image_cicd.registry.synthetic import build_image, push_image
@@ -64,9 +65,7 @@ def kill(pid: int | None) -> None:
 
 
 def test_bad_options_are_one_clear_line(stack: LocalStack) -> None:
-    arn = (
-        deployed_stack(stack.info).promotion_arn.replace(":stateMachine:", ":execution:") + ":nope"
-    )
+    arn = execution_arn_for(deployed_stack(stack.info).promotion_arn, "nope")
     for args, message in [
         (("push", "ecr-dev/repo-1", "--platforms", ""), "name at least one platform"),
         (("push", "ecr-dev/repo-1", "--platforms", " , "), "name at least one platform"),

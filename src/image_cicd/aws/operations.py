@@ -23,6 +23,7 @@ from image_cicd.approvals.decisions import (
     approval_link,
 )
 from image_cicd.aws.stack import DeployedStack
+from image_cicd.aws.stepfunctions import execution_arn_for
 from image_cicd.ledger.records import ApprovalRequest, Decision
 
 
@@ -47,9 +48,7 @@ def execution_arn(target: DeployedStack, name_or_arn: str) -> str:
         candidates = [name_or_arn]
     else:
         machines = (target.promotion_arn, target.rollback_arn)
-        candidates = [
-            f"{m.replace(':stateMachine:', ':execution:')}:{name_or_arn}" for m in machines
-        ]
+        candidates = [execution_arn_for(m, name_or_arn) for m in machines]
     for arn in candidates:
         try:
             sfn.describe_execution(executionArn=arn)
@@ -165,7 +164,7 @@ def start_rollback(
     except ClientError as error:
         if error.response["Error"]["Code"] != "ExecutionAlreadyExists" or key is None:
             raise
-        return target.rollback_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
+        return execution_arn_for(target.rollback_arn, name)
     return str(started["executionArn"])
 
 

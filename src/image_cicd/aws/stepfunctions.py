@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 _TOKEN_GONE = {"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"}
 
 
+def execution_arn_for(state_machine_arn: str, name: str) -> str:
+    """The ARN of a standard state machine's execution called ``name``."""
+    return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
+
 class StepFunctionsNotifier(TaskNotifier):
     """Completes ``.waitForTaskToken`` tasks through the Step Functions API."""
 
@@ -53,8 +58,7 @@ class StepFunctionsTestMachines:
                 stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
             )
         except self._sfn.exceptions.ExecutionAlreadyExists:  # a retried start
-            machine = state_machine_arn.replace(":stateMachine:", ":execution:", 1)
-            return f"{machine}:{name}"
+            return execution_arn_for(state_machine_arn, name)
         return str(started["executionArn"])
 
     def stop(self, execution_arn: str, cause: str) -> None:

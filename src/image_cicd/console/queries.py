@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from image_cicd.aws.stack import DeployedStack
+from image_cicd.aws.stepfunctions import execution_arn_for
 from image_cicd.console.history import ExecutionView, view
 from image_cicd.ledger.records import ApprovalRequest, Promotion
 from image_cicd.ledger.store import LedgerError
@@ -201,7 +202,7 @@ class Queries:
         if not _NAME.match(name):
             return None
         for machine in (self.target.promotion_arn, self.target.rollback_arn):
-            arn = machine.replace(":stateMachine:", ":execution:") + ":" + name
+            arn = execution_arn_for(machine, name)
             try:
                 self._sfn().describe_execution(executionArn=arn)
             except Exception:  # noqa: S112 - not this machine's
