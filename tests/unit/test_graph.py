@@ -253,11 +253,15 @@ def test_svg_escapes_names_and_labels() -> None:
     }
     svg = render_svg(hostile, {}, [], link=lambda n: f"?state={n}")
 
-    ElementTree.fromstring(svg)  # noqa: S314 - well-formed
+    root = ElementTree.fromstring(svg)  # noqa: S314 - well-formed
     assert "<b>" not in svg
     assert "&lt;b&gt;&amp;start" in svg
     assert "&lt;Err&gt;" in svg
-    assert "say &quot;hi&quot;" in svg
+    assert 'say "hi"' not in svg
+    named = {g.get("data-state") for g in root.iter(f"{SVG}g") if g.get("data-state")}
+    assert named == {"<b>&start", 'say "hi"'}
+    links = {a.get("href") for a in root.iter(f"{SVG}a")}
+    assert links == {"?state=<b>&start", '?state=say "hi"'}
     assert re.search(r'id="state-b-start"', svg)
 
 

@@ -10,10 +10,11 @@
   failure handler) is one "on error" box with one edge to its target, not an edge
   from every state; the states it covers are in its tooltip and marked `⚠` in their
   boxes. A catch the execution took is drawn on its own, as part of the path.
-- `render_svg(definition, states, path)`: a standalone SVG with a legend; every state
-  is a `<g id="state-<slug>" data-status="...">`, every edge a `<path data-kind=...>`,
-  and the path the execution took is drawn darker. Names never reach `dot` (nodes are
-  `n0, n1, …`, labels are placeholders of the right length) and every text is escaped.
+- `render_svg(definition, states, path)`: a standalone SVG with a legend, from the
+  template web/templates/graph/state_graph.svg (autoescaped); every state is a
+  `<g id="state-<slug>" data-status="...">`, every edge a `<path data-kind=...>`, and
+  the path the execution took is drawn darker. Names never reach `dot` (nodes are
+  `n0, n1, …`, labels are placeholders of the right length).
 - `render_text(definition, states, path)`: the shape for a terminal — the main path
   top to bottom, each branch indented under the state it leaves, joins and the loop
   back marked.
@@ -33,10 +34,10 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from html import escape
 from typing import Any, Literal
 
 from image_cicd.console.history import StateRun
+from image_cicd.web import render
 
 __all__ = [
     "STATUS_COLOURS",
@@ -464,10 +465,6 @@ def _spine(
 # ---------------------------------------------------------------------- rendering
 
 
-def _e(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
 def _fit(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -501,38 +498,25 @@ def _path_pairs(path: Sequence[str]) -> set[tuple[str, str]]:
     return set(itertools.pairwise(path))
 
 
-def _legend() -> tuple[str, float]:
-    items = [*STATUS_COLOURS.items()]
-    parts = []
+def _legend() -> tuple[list[dict[str, Any]], float]:
+    """The legend's items left to right (a status box, a line, or text) and its width."""
+    items: list[dict[str, Any]] = []
     at = MARGIN
-    for status, (fill, stroke, _) in items:
+    for status, (fill, stroke, _) in STATUS_COLOURS.items():
         label = status_label(status)
-        parts.append(
-            f'<rect x="{at:g}" y="{MARGIN:g}" width="14" height="14" rx="3" fill="{fill}" '
-            f'stroke="{stroke}" stroke-width="1.5"/>'
-            f'<text x="{at + 20:g}" y="{MARGIN + 11.5:g}" font-size="12" fill="#3d4554">'
-            f"{_e(label)}</text>"
-        )
+        items.append({"x": at, "fill": fill, "stroke": stroke, "label": label})
         at += 20 + 6.8 * len(label) + 22
-    y = MARGIN + 7
-    parts.append(
-        f'<path d="M{at:g},{y:g} h26" stroke="{_EDGE_TAKEN}" stroke-width="2.5"/>'
-        f'<text x="{at + 32:g}" y="{MARGIN + 11.5:g}" font-size="12" fill="#3d4554">path taken'
-        "</text>"
-    )
-    at += 32 + 6.8 * 10 + 22
-    parts.append(
-        f'<path d="M{at:g},{y:g} h26" stroke="{_EDGE_PLAIN}" stroke-width="1.5" '
-        f'stroke-dasharray="5 4"/>'
-        f'<text x="{at + 32:g}" y="{MARGIN + 11.5:g}" font-size="12" fill="#3d4554">'
-        "Catch (error names)</text>"
-    )
-    at += 32 + 6.8 * 19 + 22
-    parts.append(
-        f'<text x="{at:g}" y="{MARGIN + 11.5:g}" font-size="12" fill="#3d4554">↻ Retry  '
-        "⚠ in an 'on error' box</text>"
-    )
-    return f'<g class="legend">{"".join(parts)}</g>', at + 6.8 * 30
+    for label, colour, width, dash in (
+        ("path taken", _EDGE_TAKEN, 2.5, False),
+        ("Catch (error names)", _EDGE_PLAIN, 1.5, True),
+    ):
+        items.append(
+            {"x": at, "fill": "", "stroke": colour, "width": width, "dash": dash, "label": label}
+        )
+        at += 32 + 6.8 * len(label) + 22
+    note = "↻ Retry  ⚠ in an 'on error' box"
+    items.append({"x": at, "fill": "", "stroke": "", "label": note})
+    return items, round(at + 6.8 * len(note), 1)
 
 
 def _d(points: Sequence[tuple[float, float]]) -> str:
@@ -581,49 +565,32 @@ def _meta(kind: str, spec: Mapping[str, Any], run: StateRun | None, grouped: boo
     return " · ".join(meta)
 
 
-def _edge_svg(edge: Edge, is_taken: bool) -> tuple[str, str]:
-    """The edge's path and its label (drawn after all paths, so on top)."""
-    colour = _EDGE_TAKEN if is_taken else _EDGE_PLAIN
-    dash = ' stroke-dasharray="5 4"' if edge.kind == "catch" else ""
-    classes = "edge" + (" taken" if is_taken else "") + (" loop" if edge.back else "")
+def _edge_view(edge: Edge, is_taken: bool) -> dict[str, Any]:
     label = "↺ loop back" if edge.back else edge.label
     source = f"on error ({len(edge.group)} states)" if edge.group else edge.source
-    group = f' data-sources="{_e(" | ".join(edge.group))}"' if edge.group else ""
-    path = (
-        f'<path class="{classes}" data-kind="{edge.kind}" data-from="{_e(source)}" '
-        f'data-to="{_e(edge.target)}"{group} d="{_d(edge.points)}" fill="none" '
-        f'stroke="{colour}" stroke-width="{2.5 if is_taken else 1.5}"{dash} '
-        f'marker-end="url(#arrow-{"taken" if is_taken else "plain"})">'
-        f"<title>{_e(source)} → {_e(edge.target)}{': ' + _e(label) if label else ''}"
-        "</title></path>"
-    )
-    if not label or edge.label_at is None:
-        return path, ""
-    lx, ly = edge.label_at
     text = _fit(label, 34)
-    w = 6.1 * len(text) + 8
-    tone = "#8a4b00" if edge.kind == "catch" else "#3d4554"
-    return path, (
-        f'<g class="edge-label" data-kind="{edge.kind}">'
-        f'<rect x="{lx - w / 2:g}" y="{ly - 8:g}" width="{w:g}" height="15" rx="3" '
-        f'fill="#ffffff" fill-opacity="0.92"/>'
-        f'<text x="{lx:g}" y="{ly + 3.5:g}" font-size="10.5" text-anchor="middle" '
-        f'fill="{tone}">{_e(text)}</text></g>'
-    )
-
-
-def _junction_svg(box: Box, edge: Edge) -> str:
-    names = "\n".join(f"  {n}" for n in edge.group)
-    return (
-        f'<g id="on-error-{slug(edge.target)}" class="junction" data-to="{_e(edge.target)}" '
-        f'data-sources="{_e(" | ".join(edge.group))}">'
-        f"<title>{_e(f'on {edge.label} from {len(edge.group)} states:')}\n{_e(names)}</title>"
-        f'<rect x="{box.x:g}" y="{box.y:g}" width="{box.width:g}" height="{box.height:g}" '
-        f'rx="{box.height / 2:g}" fill="#fff8f0" stroke="#c96a00" stroke-width="1.2" '
-        'stroke-dasharray="4 3"/>'
-        f'<text x="{box.centre:g}" y="{box.middle + 4:g}" text-anchor="middle" '
-        f'font-size="11" fill="#8a4b00">⚠ on error · {len(edge.group)} states</text></g>'
-    )
+    return {
+        "classes": "edge" + (" taken" if is_taken else "") + (" loop" if edge.back else ""),
+        "kind": edge.kind,
+        "source": source,
+        "target": edge.target,
+        "sources": " | ".join(edge.group),
+        "d": _d(edge.points),
+        "colour": _EDGE_TAKEN if is_taken else _EDGE_PLAIN,
+        "width": 2.5 if is_taken else 1.5,
+        "dash": edge.kind == "catch",
+        "marker": "taken" if is_taken else "plain",
+        "title": f"{source} → {edge.target}" + (f": {label}" if label else ""),
+        "label": {
+            "x": edge.label_at[0],
+            "y": edge.label_at[1],
+            "w": round(6.1 * len(text) + 8, 1),
+            "text": text,
+            "tone": "#8a4b00" if edge.kind == "catch" else "#3d4554",
+        }
+        if label and edge.label_at is not None
+        else None,
+    }
 
 
 def render_svg(
@@ -635,7 +602,8 @@ def render_svg(
     selected: str | None = None,
     title: str | None = None,
 ) -> str:
-    """The graph as a standalone SVG document (all text escaped).
+    """The graph as a standalone SVG document, from web/templates/graph/state_graph.svg
+    (autoescaped: no name, label or error becomes markup).
 
     `link(name)` makes each state a link (e.g. to its details); `selected` outlines
     one state. Raises `GraphvizMissing` without Graphviz `dot`.
@@ -647,70 +615,69 @@ def render_svg(
     on_path = set(path)
     grouped = {name for edge in plan.edges for name in edge.group}
     legend, legend_width = _legend()
-    width = max(plan.width, legend_width + MARGIN)
-    out: list[str] = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="state-graph" role="img" '
-        f'width="{width:g}" height="{plan.height:g}" viewBox="0 0 {width:g} {plan.height:g}" '
-        'font-family="system-ui,-apple-system,Segoe UI,Roboto,sans-serif">',
-        f"<title>{_e(title or definition.get('Comment') or 'state machine')}</title>",
-        "<defs>"
-        + "".join(
-            f'<marker id="arrow-{name}" viewBox="0 0 10 10" refX="9" refY="5" '
-            f'markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" orient="auto">'
-            f'<path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>'
-            for name, colour in (("plain", _EDGE_PLAIN), ("taken", _EDGE_TAKEN))
-        )
-        + "</defs>",
-        legend,
-    ]
-    labels: list[str] = []
-    for edge in sorted(plan.edges, key=lambda e: (e.source, e.target) in taken):
-        drawn, label = _edge_svg(edge, (edge.source, edge.target) in taken)
-        out.append(drawn)
-        labels.append(label)
-    out.extend(labels)
-    for edge in plan.edges:
-        if edge.group:
-            out.append(_junction_svg(plan.junctions[edge.source], edge))
+    boxes = []
     for name, box in plan.positions.items():
         run = states.get(name)
         status = run.status if run is not None else "not reached"
         fill, stroke, ink = STATUS_COLOURS.get(status, STATUS_COLOURS["not reached"])
         spec = specs.get(name, {})
         kind = str(spec.get("Type", run.type if run else ""))
-        thick = 2.5 if name in on_path else 1.2
-        rx = 22 if kind in ("Succeed", "Fail") else 8
-        shape = (
-            f'<rect x="{box.x:g}" y="{box.y:g}" width="{box.width:g}" height="{box.height:g}" '
-            f'rx="{rx}" fill="{fill}" stroke="{stroke}" stroke-width="{thick}"/>'
+        classes = f"state status-{status_key(status)}"
+        classes += (" on-path" if name in on_path else "") + (" main" if name in plan.main else "")
+        boxes.append(
+            {
+                "slug": ids[name],
+                "classes": classes,
+                "name": name,
+                "status": status_key(status),
+                "type": kind,
+                "title": _tooltip(name, status, spec, run),
+                "link": link(name) if link is not None else "",
+                "selected": name == selected,
+                "x": box.x,
+                "y": box.y,
+                "width": box.width,
+                "height": box.height,
+                "rx": 22 if kind in ("Succeed", "Fail") else 8,
+                "fill": fill,
+                "stroke": stroke,
+                "ink": ink,
+                "thick": 2.5 if name in on_path else 1.2,
+                "label": _fit(name, 25),
+                "meta": _fit(_meta(kind, spec, run, name in grouped), 32),
+            }
         )
-        if kind == "Choice":
-            shape += (
-                f'<path d="M{box.x + 12:g},{box.middle:g} l7,-7 l7,7 l-7,7 z" '
-                f'fill="none" stroke="{stroke}" stroke-width="1.3"/>'
-            )
-        if name == selected:
-            shape = (
-                f'<rect x="{box.x - 4:g}" y="{box.y - 4:g}" width="{box.width + 8:g}" '
-                f'height="{box.height + 8:g}" rx="{rx + 3}" fill="none" stroke="#2457c5" '
-                f'stroke-width="2" stroke-dasharray="4 3"/>' + shape
-            )
-        meta = _meta(kind, spec, run, name in grouped)
-        group = (
-            f'<g id="state-{ids[name]}" class="state status-{status_key(status)}'
-            f'{" on-path" if name in on_path else ""}{" main" if name in plan.main else ""}" '
-            f'data-state="{_e(name)}" data-status="{status_key(status)}" data-type="{_e(kind)}">'
-            f"<title>{_e(_tooltip(name, status, spec, run))}</title>{shape}"
-            f'<text x="{box.centre:g}" y="{box.y + 19:g}" text-anchor="middle" font-size="12.5" '
-            f'font-weight="600" fill="{ink}">{_e(_fit(name, 25))}</text>'
-            f'<text x="{box.centre:g}" y="{box.y + 35:g}" text-anchor="middle" font-size="10.5" '
-            f'fill="{ink}" fill-opacity="0.8">{_e(_fit(meta, 32))}</text></g>'
-        )
-        if link is not None:
-            group = f'<a href="{_e(link(name))}" class="state-link">{group}</a>'
-        out.append(group)
-    out.append("</svg>")
-    return "\n".join(out)
+    junctions = [
+        {
+            "slug": slug(edge.target),
+            "target": edge.target,
+            "sources": " | ".join(edge.group),
+            "count": len(edge.group),
+            "title": f"on {edge.label} from {len(edge.group)} states:\n"
+            + "\n".join(f"  {n}" for n in edge.group),
+            "x": plan.junctions[edge.source].x,
+            "y": plan.junctions[edge.source].y,
+            "width": plan.junctions[edge.source].width,
+            "height": plan.junctions[edge.source].height,
+        }
+        for edge in plan.edges
+        if edge.group
+    ]
+    return render(
+        "graph/state_graph.svg",
+        width=max(plan.width, legend_width + MARGIN),
+        height=plan.height,
+        title=title or definition.get("Comment") or "state machine",
+        markers=[("plain", _EDGE_PLAIN), ("taken", _EDGE_TAKEN)],
+        top=MARGIN,
+        legend=legend,
+        edges=[
+            _edge_view(e, (e.source, e.target) in taken)
+            for e in sorted(plan.edges, key=lambda e: (e.source, e.target) in taken)
+        ],
+        junctions=junctions,
+        states=boxes,
+    )
 
 
 def _plain(text: str) -> str:
