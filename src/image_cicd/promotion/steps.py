@@ -27,6 +27,7 @@ from image_cicd.ledger.records import (
     Outcome,
     Promotion,
     Release,
+    ReleaseKind,
     TestResults,
 )
 from image_cicd.ledger.store import (
@@ -353,6 +354,32 @@ def _ended_undecided(ledger: Ledger, waiting: ApprovalRequest) -> bool:
     return promotion.outcome in _UNDECIDED_ENDINGS and not passed
 
 
+def _release_history(
+    ledger: Ledger, repository: str, execution: str
+) -> tuple[Release | None, bool]:
+    """A PROD repository's newest release, and whether ``execution`` recorded one of the
+    recent ones (a retried step finds its own move recorded and records it only once)."""
+    recent = ledger.releases(repository, limit=20)
+    newest = recent[0] if recent else None
+    return newest, any(r.execution == execution for r in recent)
+
+
+def _record_release(
+    ledger: Ledger, repository: str, version: str, digest: str, execution: str, kind: ReleaseKind
+) -> None:
+    """Record that ``execution`` moved ``repository``'s `latest` to ``version`` now."""
+    ledger.record_release(
+        Release(
+            repository=repository,
+            version=version,
+            digest=digest,
+            at=_now(),
+            execution=execution,
+            kind=kind,
+        )
+    )
+
+
 def copy_to_stage(
     services: Services, plan: Plan, stage: Destination, *, workers: int = 4
 ) -> StageCopy:
@@ -391,21 +418,13 @@ def copy_to_stage(
         # it moved already (latest_moved is False) with no release saying so: the
         # newest release is of another digest. That move was this execution's.
         services.ledger.update_promotion(plan.execution, prod_version=result.version)
-        releases = services.ledger.releases(target, limit=20)
-        recorded = any(r.execution == plan.execution for r in releases)
+        newest, recorded = _release_history(services.ledger, target, plan.execution)
         unrecorded = result.previous_digest == plan.digest and (
-            not releases or releases[0].digest != plan.digest
+            newest is None or newest.digest != plan.digest
         )
         if (result.latest_moved or unrecorded) and not recorded:
-            services.ledger.record_release(
-                Release(
-                    repository=target,
-                    version=result.version,
-                    digest=result.digest,
-                    at=_now(),
-                    execution=plan.execution,
-                    kind="PROMOTION",
-                )
+            _record_release(
+                services.ledger, target, result.version, result.digest, plan.execution, "PROMOTION"
             )
     return copied
 
@@ -441,29 +460,19 @@ def rollback_prod(
                 ),
             )
         result = apply_rollback(services.registry, plan, lease)
-        recent = ledger.releases(repository, limit=20)
-        if any(r.execution == execution for r in recent):
+        newest, recorded = _release_history(ledger, repository, execution)
+        if recorded:
             return result
         # `latest` was at the target already, and this execution recorded no move: its
         # earlier attempt moved it and died before recording, unless the newest
         # release is that move by another execution (which also planned from there).
-        newest = recent[0] if recent else None
         if not result.moved and newest is not None and newest.digest == plan.to_digest:
             raise LatestMoved(
                 f"{repository}:latest was moved to {plan.to_version} by {newest.execution}; "
                 "nothing was changed"
             )
         lease.check()
-        ledger.record_release(
-            Release(
-                repository=repository,
-                version=result.to_version,
-                digest=result.digest,
-                at=_now(),
-                execution=execution,
-                kind="ROLLBACK",
-            )
-        )
+        _record_release(ledger, repository, result.to_version, result.digest, execution, "ROLLBACK")
     return result
 
 
