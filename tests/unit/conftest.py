@@ -1,4 +1,5 @@
-"""Fixtures of the unit tests: an in-process moto DynamoDB and a fresh ledger on it."""
+"""Fixtures of the unit tests: an in-process moto DynamoDB, a fresh ledger on it, and the
+handler loader of the handler tests (support.handlers)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from support.aws import REGION, moto_aws
+from support.handlers import load as load  # the handler tests' loader fixture
 from support.ledger_table import create_ledger_table
 
 from image_cicd.ledger.store import Ledger

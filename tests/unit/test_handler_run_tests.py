@@ -1,7 +1,7 @@
 """The run-tests handler (functions/run-tests/app.py): parse the task, call the core's
 `run_tests` once with the services and the check ports, return its run as JSON.
 
-Uses the handler loader and payload fixtures of test_handlers.py; the step itself
+Uses the handler loader and payload fixtures of support/handlers.py; the step itself
 (start or poll, the ledger record) is tested in test_run_tests_step.py.
 """
 
@@ -12,9 +12,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import test_handlers as kit
+import support.handlers as kit
 from pydantic import ValidationError
-from test_handlers import (
+from support.handlers import (
     CONTEXT,
     COPY,
     PLAN,
