@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from support import BasicRegistry, TokenRegistry
 from support.ecr_registry import EcrProxy
+from support.registry_storage import corrupt_blob
 
 from image_cicd.local.fault_proxy import FaultProxy
 from image_cicd.local.registry import RegistryServer
@@ -185,14 +186,6 @@ def test_cross_registry_copy_streams_and_verifies(
         assert (destination.patches_answered_201 > 0) == (chunk < 400_000)
 
 
-def _corrupt_blob(server: RegistryServer, digest: str) -> None:
-    hexd = digest.split(":")[1]
-    data = next(server.storage_dir.rglob(f"blobs/sha256/{hexd[:2]}/{hexd}/data"))
-    raw = bytearray(data.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    data.write_bytes(bytes(raw))
-
-
 def test_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_tagged(
     registry_pair: tuple[RegistryServer, RegistryServer], front: Front
 ) -> None:
@@ -200,7 +193,7 @@ def test_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_tagged(
     src, dst = RegistryClient(front.url(a)), RegistryClient(front.url(b))
     image = build_image(layers=2, layer_size=300_000)
     push_image(src, DEV, image)
-    _corrupt_blob(a, image.platforms[0].layers[1].digest)
+    corrupt_blob(a, image.platforms[0].layers[1].digest)
 
     with pytest.raises(DigestMismatch, match=image.platforms[0].layers[1].digest):
         copy_image(src, DEV, image.digest, dst, PROD, tags=["latest"])
