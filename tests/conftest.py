@@ -14,8 +14,10 @@ from support import BasicRegistry, TokenRegistry
 from support.ecr_registry import EcrProxy
 from support.token_server import TokenServer
 
+from image_cicd.aws.stack import DeployedStack
 from image_cicd.local.fault_proxy import FaultProxy
 from image_cicd.local.registry import RegistryServer, TokenAuth
+from image_cicd.local.stack import LocalStack, deployed_stack
 
 USERNAME = "ci-user"
 PASSWORD = "ci-password-1"
@@ -63,6 +65,19 @@ def _nothing_left_running() -> Iterator[None]:
             f"{leftovers}",
             pytrace=False,
         )
+
+
+@pytest.fixture(scope="module", params=["plain", "ecr"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    """For a module's ``stack`` (support.stacks.local_stack): its functions reach the
+    plain registry, or an ECR-flavoured proxy in front of it; the module runs with each."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def t(stack: LocalStack) -> DeployedStack:
+    """The module's ``stack`` fixture, as a deployed stack (as from CloudFormation)."""
+    return deployed_stack(stack.info)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.cli.main import main
-from image_cicd.local.stack import LocalStack, deployed_stack
+from image_cicd.local.stack import LocalStack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
@@ -30,11 +30,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     params = {"Repositories": "repo-1,repo-2,repo-3,repo-4,repo-5,repo-6,repo-7,repo-8"}
     with LocalStack(tmp_path_factory.mktemp("e2e"), parameters=params) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def t(stack: LocalStack) -> DeployedStack:
-    return deployed_stack(stack.info)
 
 
 def cli(stack: LocalStack, *args: str, input: str | None = None) -> Result:

@@ -15,7 +15,7 @@ import requests
 
 from image_cicd.aws.operations import pending_approval, start_promotion
 from image_cicd.aws.stack import DeployedStack
-from image_cicd.local.stack import LocalStack, deployed_stack
+from image_cicd.local.stack import LocalStack
 from image_cicd.registry.synthetic import build_image, push_image
 
 EVIL = "https://evil.example/approvals/steal"
@@ -25,11 +25,6 @@ EVIL = "https://evil.example/approvals/steal"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(tmp_path_factory.mktemp("inbox"), parameters={"Repositories": "repo-1"}) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def t(stack: LocalStack) -> DeployedStack:
-    return deployed_stack(stack.info)
 
 
 def inbox_has(stack: LocalStack, text: str, timeout: float = 60) -> None:

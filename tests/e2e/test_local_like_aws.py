@@ -26,7 +26,7 @@ from click.testing import CliRunner, Result
 
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.cli.main import main
-from image_cicd.local.stack import LocalStack, deployed_stack
+from image_cicd.local.stack import LocalStack
 
 AWS = str(Path(sys.executable).with_name("aws"))
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -37,11 +37,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     params = {"Repositories": "repo-1,repo-2"}
     with LocalStack(tmp_path_factory.mktemp("like-aws"), parameters=params) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def t(stack: LocalStack) -> DeployedStack:
-    return deployed_stack(stack.info)
 
 
 def cli(stack: LocalStack, *args: str) -> Result:

@@ -13,7 +13,7 @@ import pytest
 
 from image_cicd.aws.operations import wait_finished
 from image_cicd.aws.stack import DeployedStack
-from image_cicd.local.stack import LocalStack, deployed_stack
+from image_cicd.local.stack import LocalStack
 
 NOT_OBJECTS = ["[]", "null", '"x"', "17", '[{"repository": "ecr-dev/repo-1"}]']
 
@@ -24,11 +24,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         tmp_path_factory.mktemp("bad-input"), parameters={"Repositories": "repo-1"}
     ) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def t(stack: LocalStack) -> DeployedStack:
-    return deployed_stack(stack.info)
 
 
 def notification(stack: LocalStack, execution: str, timeout: float = 60) -> dict[str, str]:

@@ -14,8 +14,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from support.ecr_registry import EcrProxy
 from support.registry_storage import corrupt_blob
+from support.stacks import local_stack
 
 from image_cicd.aws.operations import approve, pending_approval, start_promotion
 from image_cicd.aws.operations import wait_finished as finished
@@ -28,29 +28,11 @@ from image_cicd.registry.synthetic import build_image, push_image
 REPO = "repo-1"
 
 
-@pytest.fixture(scope="module", params=["plain", "ecr"])
-def flavour(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, flavour: str) -> Iterator[LocalStack]:
-    fronts: list[EcrProxy] = []
-
-    def ecr_front(url: str) -> str:
-        fronts.append(EcrProxy(url).start())
-        return fronts[-1].url
-
-    try:
-        with LocalStack(
-            tmp_path_factory.mktemp("stack"),
-            parameters={"Repositories": REPO, "TestConfig": json.dumps({})},
-            registry_front=ecr_front if flavour == "ecr" else None,
-        ) as running:
-            yield running
-    finally:
-        for front in fronts:
-            front.stop()
+    parameters = {"Repositories": REPO, "TestConfig": json.dumps({})}
+    with local_stack(tmp_path_factory.mktemp("stack"), parameters, flavour) as running:
+        yield running
 
 
 def test_a_layer_corrupted_before_the_test_approval_never_reaches_prod(

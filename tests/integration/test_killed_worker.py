@@ -26,7 +26,7 @@ from image_cicd.aws.operations import approve, pending_approval, start_promotion
 from image_cicd.aws.operations import wait_finished as finished
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.aws.wiring import LEASE_SECONDS  # how long a dead holder keeps its lock
-from image_cicd.local.stack import LocalStack, deployed_stack
+from image_cicd.local.stack import LocalStack
 from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.synthetic import build_image, push_image
 
@@ -42,11 +42,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         tmp_path_factory.mktemp("stack"), parameters={"Repositories": f"{NAME},repo-2"}
     ) as s:
         yield s
-
-
-@pytest.fixture
-def t(stack: LocalStack) -> DeployedStack:
-    return deployed_stack(stack.info)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from support.ecr_registry import EcrProxy
+from support.stacks import arn_of, local_stack, push, stage
 
 from image_cicd.approvals.decisions import approval_link
 from image_cicd.aws.operations import approve, pending_approval, start_promotion, start_rollback
@@ -24,18 +24,11 @@ from image_cicd.aws.operations import wait_finished as finished
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.history import view
 from image_cicd.local.fault_proxy import FaultProxy
-from image_cicd.local.stack import LocalStack, deployed_stack
-from image_cicd.promotion.versions import VersionScheme, read_stage
+from image_cicd.local.stack import LocalStack
 from image_cicd.registry.synthetic import SyntheticImage, build_image, push_image
 
 REPOS = [f"repo-{n}" for n in range(1, 18)]
 FAILING_TESTS = "repo-5"  # its built-in checks require a label the images lack
-
-
-@pytest.fixture(scope="module", params=["plain", "ecr"])
-def flavour(request: pytest.FixtureRequest) -> str:
-    """The functions reach the plain registry, or an ECR-flavoured proxy in front of it."""
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -46,38 +39,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, flavour: str) -> Iterator[Lo
             {FAILING_TESTS: {"labels": ["org.example.tested"]}, "repo-1": {"non_root": True}}
         ),
     }
-    fronts: list[EcrProxy] = []
-
-    def ecr_front(url: str) -> str:
-        fronts.append(EcrProxy(url).start())  # BLOB_MOUNTING off, as on a new account
-        return fronts[-1].url
-
-    try:
-        with LocalStack(
-            tmp_path_factory.mktemp("stack"),
-            parameters=parameters,
-            registry_front=ecr_front if flavour == "ecr" else None,
-        ) as running:
-            yield running
-    finally:
-        for front in fronts:
-            front.stop()
-
-
-@pytest.fixture(scope="module")
-def t(stack: LocalStack) -> DeployedStack:
-    return deployed_stack(stack.info)
-
-
-def push(t: DeployedStack, name: str, **options: Any) -> SyntheticImage:
-    image = build_image(layers=2, layer_size=30_000, **options)
-    push_image(t.registry, f"ecr-dev/{name}", image, tags=["candidate"])
-    return image
-
-
-def stage(t: DeployedStack, repository: str) -> tuple[dict[str, str], str | None]:
-    state = read_stage(t.registry, repository, VersionScheme())
-    return state.versions, state.latest
+    with local_stack(tmp_path_factory.mktemp("stack"), parameters, flavour) as running:
+        yield running
 
 
 def run_to_approval(t: DeployedStack, name: str, image: SyntheticImage) -> str:
@@ -90,10 +53,6 @@ def run_to_approval(t: DeployedStack, name: str, image: SyntheticImage) -> str:
 def decide(t: DeployedStack, execution: str, decision: str, who: str = "ana@example.com") -> None:
     _, result = approve(t, execution, decision, who, comment=f"{decision} by test")  # type: ignore[arg-type]
     assert result.status == 200, result.page
-
-
-def arn_of(t: DeployedStack, execution: str) -> str:
-    return t.promotion_arn.replace(":stateMachine:", ":execution:") + ":" + execution
 
 
 def promote_fully(t: DeployedStack, name: str, image: SyntheticImage) -> str:
