@@ -192,7 +192,7 @@ def test_no_module_of_the_package_holds_page_markup_or_an_escape_helper() -> Non
     escaper = re.compile(r"from html import escape|html\.escape\(")
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.relative_to(PACKAGE).as_posix() == "console/graph.py":  # its SVG
+        if path.relative_to(PACKAGE).as_posix().startswith("console/graph"):  # its SVG
             continue
         text = path.read_text(encoding="utf-8")
         found += [f"{path.name}: {m.group(0)}" for m in markup.finditer(text)]
