@@ -346,7 +346,9 @@ def test_status_without_a_stack(tmp_path: Path) -> None:
     assert "image-cicd local up" in result.output
 
 
-def test_graph_in_the_terminal_and_as_svg(stack: LocalStack, tmp_path: Path) -> None:
+def test_graph_in_the_terminal_and_as_svg(
+    stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = run_count(stack)
     ok(stack, "push", "ecr-dev/repo-8:latest", "--size", "1MB")
     [promotion] = wait_runs(stack, before + 1)[before:]
@@ -378,6 +380,16 @@ def test_graph_in_the_terminal_and_as_svg(stack: LocalStack, tmp_path: Path) -> 
     assert svg.startswith("<svg")
     assert 'id="state-resolve-repository"' in svg
     assert 'data-status="succeeded"' in svg
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Graphviz on it
+    missing = cli(stack, "graph", promotion, "--svg", str(tmp_path / "none.svg"))
+    assert missing.exit_code == 1
+    assert missing.output == (
+        "Error: the graph needs Graphviz 'dot', which is not installed "
+        "(Debian: apt-get install graphviz)\n"
+    )
+    assert not (tmp_path / "none.svg").exists()
+    assert "Resolve repository" in ok(stack, "graph", promotion)  # the terminal needs no dot
 
 
 def test_up_with_a_parameter_that_cannot_work_is_refused(tmp_path: Path) -> None:

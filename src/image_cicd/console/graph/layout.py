@@ -4,7 +4,6 @@ reach `dot`: nodes are `n0, n1, …`, labels placeholders of the right length.""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import shutil
@@ -134,7 +133,6 @@ def _dot_source(shape: Shape) -> tuple[str, dict[str, str], list[_Drawn]]:
     return "\n".join(lines), ids, order
 
 
-@functools.lru_cache(maxsize=64)
 def _run_dot(source: str) -> dict[str, Any]:
     dot = shutil.which("dot")
     if dot is None:
