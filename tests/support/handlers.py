@@ -157,6 +157,16 @@ def install(module: ModuleType, monkeypatch: pytest.MonkeyPatch, svc: Services) 
         monkeypatch.setattr(module, "client", lambda name: clients.setdefault(name, object()))
 
 
+def wire(module: ModuleType, monkeypatch: pytest.MonkeyPatch, **steps: Recorder) -> Services:
+    """Give handler ``module`` fake services and replace the core functions it calls by
+    ``steps`` (name=recorder); returns the services the handler gets."""
+    svc = fake_services()
+    install(module, monkeypatch, svc)
+    for name, recorder in steps.items():
+        monkeypatch.setattr(module, name, recorder)
+    return svc
+
+
 PLAN_MODEL = make_plan(
     digest=DIGEST,
     image=ImageFacts(media_type=OCI_INDEX, platforms=["linux/amd64"], size=123_456),

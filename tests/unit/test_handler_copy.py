@@ -15,9 +15,8 @@ from support.handlers import (
     REQUESTED,
     Recorder,
     as_json,
-    fake_services,
-    install,
     sample,
+    wire,
 )
 
 from image_cicd.promotion.payloads import Plan, StageCopy
@@ -48,11 +47,9 @@ def test_copy_handlers_copy_the_pinned_digest_into_their_stage(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     module = load(function)
-    svc = fake_services()
-    install(module, monkeypatch, svc)
     copied = COPY.model_copy(update={"repository": f"ecr-{stage.lower()}/repo-1"})
     copy_to_stage = Recorder(copied)
-    monkeypatch.setattr(module, "copy_to_stage", copy_to_stage)
+    svc = wire(module, monkeypatch, copy_to_stage=copy_to_stage)
     event = copy_event(function, stage)
 
     result = module.lambda_handler(event, CONTEXT)
@@ -71,9 +68,8 @@ def test_promote_to_prod_ignores_a_stage_in_the_payload(
     load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = load("promote-to-prod")
-    install(module, monkeypatch, fake_services())
     copy_to_stage = Recorder(COPY)
-    monkeypatch.setattr(module, "copy_to_stage", copy_to_stage)
+    wire(module, monkeypatch, copy_to_stage=copy_to_stage)
 
     module.lambda_handler({**copy_event("promote-to-prod", "PROD"), "stage": "TEST"}, CONTEXT)
 

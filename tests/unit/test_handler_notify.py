@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from support.handlers import CONTEXT, COPY, PLAN, Recorder, as_json, fake_services, install, sample
+from support.handlers import CONTEXT, COPY, PLAN, Recorder, as_json, sample, wire
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -48,11 +48,9 @@ def test_notify_finishes_with_workflow_outcome_details_and_failure(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     module = load("notify")
-    svc = fake_services()
-    install(module, monkeypatch, svc)
     sent = {"subject": "image-cicd: promotion x (repo-1)", "message": "Promotion exec-1: x"}
     finish = Recorder(sent)
-    monkeypatch.setattr(module, "finish", finish)
+    svc = wire(module, monkeypatch, finish=finish)
     event = sample(name, fallback)
 
     result = module.lambda_handler(event, CONTEXT)
@@ -75,9 +73,8 @@ def test_notify_of_a_rollback(
     load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = load("notify")
-    install(module, monkeypatch, fake_services())
     finish = Recorder({"subject": "s", "message": "m"})
-    monkeypatch.setattr(module, "finish", finish)
+    wire(module, monkeypatch, finish=finish)
     details = {"rollback": {"repository": "ecr-prod/repo-1", "message": "Rollback from a to b"}}
     event = sample(
         "notify-rollback",
@@ -99,9 +96,8 @@ def test_notify_refuses_an_unknown_outcome(
     load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = load("notify")
-    install(module, monkeypatch, fake_services())
     finish = Recorder({"subject": "s", "message": "m"})
-    monkeypatch.setattr(module, "finish", finish)
+    wire(module, monkeypatch, finish=finish)
 
     with pytest.raises(ValidationError, match="outcome"):
         module.lambda_handler({**NOTIFY_SUCCESS, "outcome": "MAYBE"}, CONTEXT)

@@ -16,9 +16,8 @@ from support.handlers import (
     PLAN_MODEL,
     Recorder,
     as_json,
-    fake_services,
-    install,
     sample,
+    wire,
 )
 
 from image_cicd.promotion.errors import BadInput
@@ -48,10 +47,8 @@ def test_resolve_repo_passes_the_execution_input_and_returns_the_plan(
     name: str, load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = load("resolve-repo")
-    svc = fake_services()
-    install(module, monkeypatch, svc)
     resolve = Recorder(PLAN_MODEL)
-    monkeypatch.setattr(module, "resolve", resolve)
+    svc = wire(module, monkeypatch, resolve=resolve)
     event = resolve_event(name)
 
     result = module.lambda_handler(event, CONTEXT)
@@ -71,7 +68,7 @@ def test_resolve_repo_raises_the_named_error_of_the_core(
 ) -> None:
     # Given the real core and an input that is not an object
     module = load("resolve-repo")
-    install(module, monkeypatch, fake_services())
+    wire(module, monkeypatch)
     event = {**resolve_event(), "input": "ecr-dev/repo-1"}
 
     # Then Step Functions sees BadInput (the class name is the error name)
@@ -83,9 +80,8 @@ def test_resolve_repo_refuses_a_payload_without_execution(
     load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = load("resolve-repo")
-    install(module, monkeypatch, fake_services())
     resolve = Recorder(PLAN_MODEL)
-    monkeypatch.setattr(module, "resolve", resolve)
+    wire(module, monkeypatch, resolve=resolve)
     event = {k: v for k, v in resolve_event().items() if k != "execution"}
 
     with pytest.raises(ValidationError, match="execution"):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 import pytest
-from support.handlers import CONTEXT, DIGEST, Recorder, as_json, fake_services, install, sample
+from support.handlers import CONTEXT, DIGEST, Recorder, as_json, sample, wire
 
 from image_cicd.promotion.versions import Rollback
 
@@ -17,11 +17,9 @@ def test_rollback_moves_prod_back_and_returns_the_message(
     load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = load("rollback")
-    svc = fake_services()
-    install(module, monkeypatch, svc)
     rolled = Rollback("ecr-prod/repo-1", "v0.15", "v0.14", "sha256:" + "14" * 32)
     rollback_prod = Recorder(rolled)
-    monkeypatch.setattr(module, "rollback_prod", rollback_prod)
+    svc = wire(module, monkeypatch, rollback_prod=rollback_prod)
     event = sample("rollback", {"execution": "rb-1", "input": {"repository": "ecr-prod/repo-1"}})
 
     result = module.lambda_handler(event, CONTEXT)
@@ -46,9 +44,8 @@ def test_rollback_to_a_named_version(
     load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = load("rollback")
-    install(module, monkeypatch, fake_services())
     rollback_prod = Recorder(Rollback("ecr-prod/repo-1", "v0.15", "v0.9", DIGEST))
-    monkeypatch.setattr(module, "rollback_prod", rollback_prod)
+    wire(module, monkeypatch, rollback_prod=rollback_prod)
 
     module.lambda_handler(
         {"execution": "rb-2", "input": {"repository": "ecr-prod/repo-1", "to": "v0.9"}}, CONTEXT

@@ -19,9 +19,8 @@ from support.handlers import (
     TOKEN,
     Recorder,
     as_json,
-    fake_services,
-    install,
     sample,
+    wire,
 )
 
 from image_cicd.aws.stepfunctions import StepFunctionsNotifier
@@ -51,10 +50,8 @@ def test_wait_for_approval_records_the_request_with_the_token_and_returns_its_id
     stage: str, load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = load("wait-for-approval")
-    svc = fake_services()
-    install(module, monkeypatch, svc)
     request_approval = Recorder(REQUESTED)
-    monkeypatch.setattr(module, "request_approval", request_approval)
+    svc = wire(module, monkeypatch, request_approval=request_approval)
     event = approval_event(stage)
 
     result = module.lambda_handler(event, CONTEXT)
@@ -86,8 +83,7 @@ def test_wait_for_approval_never_logs_the_task_token(
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
     caplog.set_level(logging.DEBUG)
     module = load("wait-for-approval")
-    install(module, monkeypatch, fake_services())
-    monkeypatch.setattr(module, "request_approval", Recorder(REQUESTED))
+    wire(module, monkeypatch, request_approval=Recorder(REQUESTED))
     event = approval_event(stage)
 
     module.lambda_handler(event, CONTEXT)
@@ -104,9 +100,8 @@ def test_wait_for_approval_validation_errors_do_not_echo_the_token(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     module = load("wait-for-approval")
-    install(module, monkeypatch, fake_services())
     request_approval = Recorder(REQUESTED)
-    monkeypatch.setattr(module, "request_approval", request_approval)
+    wire(module, monkeypatch, request_approval=request_approval)
     event = {**approval_event("TEST"), "stage": "STAGING"}
 
     with pytest.raises(ValidationError) as caught:
