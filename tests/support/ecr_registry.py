@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 
 from image_cicd.local.fault_proxy import CHUNK, FaultProxy, ProxyHandler
+from image_cicd.local.service import ThreadedHttpService
 from image_cicd.registry.media import ACCEPT
 
 MANIFEST_LIMIT = 4 * 1024 * 1024  # ECR's PutImage takes an imageManifest of at most 4 MiB
@@ -48,7 +49,7 @@ def ecr_error(code: str, message: str) -> bytes:
     return json.dumps({"errors": [{"code": code, "message": message}]}).encode()
 
 
-class BlobStorage:
+class BlobStorage(ThreadedHttpService):
     """The "S3" of the proxy: serves blobs by pre-signed URL on 127.0.0.2."""
 
     def __init__(self, upstream: FaultProxy) -> None:
@@ -57,15 +58,13 @@ class BlobStorage:
         self._lock = threading.Lock()
         self.served = 0
         self.refused_with_authorization = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.2", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="blob-storage", daemon=True
+        super().__init__(
+            ThreadingHTTPServer(("127.0.0.2", 0), self._handler_class()), "blob-storage"
         )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.2:{self._httpd.server_address[1]}"
+        return f"http://127.0.0.2:{self.port}"
 
     def sign(self, blob_path: str) -> str:
         """A pre-signed URL for the registry path ``/v2/<repo>/blobs/<digest>``."""
@@ -76,14 +75,6 @@ class BlobStorage:
             {"X-Amz-Algorithm": "AWS4-HMAC-SHA256", "X-Amz-Signature": secrets.token_hex(16)}
         )
         return f"{self.url}/layers/{key}?{query}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._thread.join()
-        self._httpd.server_close()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         storage = self

@@ -19,14 +19,15 @@ import urllib.parse
 from collections.abc import Collection, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
+
+from image_cicd.local.service import ThreadedHttpService
 
 ALL_ACTIONS = frozenset({"pull", "push", "delete", "*"})
 
@@ -42,7 +43,7 @@ def parse_scope(scope: str) -> tuple[str, str, list[str]]:
     return kind, name, [action for action in actions.split(",") if action]
 
 
-class TokenServer:
+class TokenServer(ThreadedHttpService):
     """Issues registry tokens to configured users; records every scope asked for.
 
     ``permissions`` maps a user to the actions they may be granted (default: all).
@@ -84,14 +85,9 @@ class TokenServer:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(self._key, hashes.SHA256())
         )
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        port: int = self._httpd.server_address[1]
-        return port
+        super().__init__(
+            ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class()), "token-server"
+        )
 
     @property
     def url(self) -> str:
@@ -108,32 +104,6 @@ class TokenServer:
     def write_rootcertbundle(self, path: Path) -> Path:
         path.write_bytes(self.cert_pem)
         return path
-
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, args=(0.05,), name="token-server", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def issue(self, subject: str, scopes: list[str], service: str | None = None) -> str:
         """A signed token granting ``subject`` the allowed part of ``scopes``."""

@@ -22,11 +22,11 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from image_cicd.local.lambda_runtime import DEFAULT_REGION, FunctionSpec
 from image_cicd.local.moto_main import EVENTS_SECRET_ENV, FUNCTIONS_FILE, FunctionRegistry
+from image_cicd.local.service import Service
 
 DEFAULT_ROLE_NAME = "image-cicd-local-lambda"
 _LAMBDA_TRUST_POLICY = {
@@ -45,7 +45,7 @@ class LocalAwsError(RuntimeError):
     """The local AWS endpoint could not be started."""
 
 
-class LocalAws:
+class LocalAws(Service):
     """A moto server (ASL interpreter on, Lambda run by the local runtime) in a child process."""
 
     def __init__(
@@ -187,17 +187,6 @@ class LocalAws:
         self._port = None
         if self._own_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _log_tail(self, n: int = 4000) -> str:
         try:

@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
+
+from image_cicd.local.service import ThreadedHttpService
 
 FaultKind = Literal["500", "503", "429", "drop"]
 CHUNK = 64 * 1024
@@ -85,7 +86,7 @@ class WireCounts:
         }
 
 
-class FaultProxy:
+class FaultProxy(ThreadedHttpService):
     """Forwards to ``upstream`` (``http://host:port``); see the module docstring.
 
     Counters: ``injected_500``, ``injected_503``, ``injected_429``, ``injected_drop``
@@ -122,14 +123,7 @@ class FaultProxy:
         self.requests = 0
         self.faults: list[tuple[str, str, FaultKind]] = []
         self.counts = WireCounts()
-        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        port: int = self._httpd.server_address[1]
-        return port
+        super().__init__(_QuietServer(("127.0.0.1", 0), self._handler_class()), "fault-proxy")
 
     @property
     def host(self) -> str:
@@ -162,32 +156,6 @@ class FaultProxy:
     def _count(self, name: str, size: int) -> None:
         with self._lock:
             setattr(self.counts, name, getattr(self.counts, name) + size)
-
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, args=(0.05,), name="fault-proxy", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _choose(self, method: str, path: str) -> FaultKind | None:
         """The fault for this request, if any, and count it (deterministic per seed)."""

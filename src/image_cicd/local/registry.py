@@ -18,10 +18,11 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import bcrypt
+
+from image_cicd.local.service import Service
 
 DEFAULT_BINARY = "/usr/bin/docker-registry"
 # Go's bcrypt.MinCost: the registry checks the password on every request.
@@ -72,7 +73,7 @@ def _free_port() -> int:
         return port
 
 
-class RegistryServer:
+class RegistryServer(Service):
     """A docker-registry child process on ``127.0.0.1`` with filesystem storage.
 
     ``users`` (name -> password) enables Basic auth, ``token_auth`` Bearer token auth
@@ -247,14 +248,3 @@ class RegistryServer:
         # Reap in every case so no zombie is left.
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(0)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

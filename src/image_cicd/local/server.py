@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from image_cicd.local.deployer import Route
+from image_cicd.local.service import ThreadedHttpService
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class _Listener(ThreadingHTTPServer):
     daemon_threads = True
 
 
-class StackServer:
+class StackServer(ThreadedHttpService):
     """One threaded HTTP server on loopback for everything the stack serves."""
 
     def __init__(
@@ -162,12 +163,7 @@ class StackServer:
         self.on_aws_event = on_aws_event  # EventBridge events of the local AWS services
         self.extra: list[tuple[str, Handler]] = []  # (path prefix, handler): the console
         self._sns_secret = secrets.token_urlsafe(32)  # in SNS's delivery URL only
-        self._httpd = _Listener(("127.0.0.1", port), self._handler_class())
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        super().__init__(_Listener(("127.0.0.1", port), self._handler_class()), "stack-server")
 
     @property
     def url(self) -> str:
@@ -185,14 +181,6 @@ class StackServer:
 
     def mount(self, prefix: str, handler: Handler) -> None:
         self.extra.append((prefix, handler))
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     def handle(self, req: Request) -> Reply:
         # Only this machine's own names: a page elsewhere that rebinds its DNS name to

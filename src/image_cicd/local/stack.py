@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from image_cicd.aws.stack import DeployedStack
@@ -24,6 +23,7 @@ from image_cicd.local.aws import LocalAws
 from image_cicd.local.deployer import REGION, Deployment, deploy
 from image_cicd.local.registry import NotificationEndpoint, RegistryServer
 from image_cicd.local.server import HOOK_HEADER, Inbox, StackServer
+from image_cicd.local.service import Service
 from image_cicd.local.trigger import PipelineRun, PipelineRunner, deliver
 from image_cicd.registry.client import RegistryClient
 
@@ -134,7 +134,7 @@ def down_parts(info: StackInfo, timeout: float = 3.0) -> dict[str, str]:
     return down
 
 
-class LocalStack:
+class LocalStack(Service):
     def __init__(
         self,
         state_dir: Path | None = None,
@@ -279,17 +279,6 @@ class LocalStack:
             data = json.loads((self.state_dir / STATE_FILE).read_text())
             if data.get("pid") == os.getpid():
                 (self.state_dir / STATE_FILE).unlink()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def stop_running(state_dir: Path | None = None, timeout: float = 20.0) -> StackInfo | None:
