@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner, Result
+from support.stacks import wait_for
 
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.cli.main import main
@@ -109,16 +110,6 @@ def wait_status(env: dict[str, str], arn: str, timeout: float = 120) -> dict[str
         if desc["status"] != "RUNNING" or time.monotonic() > deadline:
             return desc
         time.sleep(0.2)
-
-
-def wait_for(check: Any, what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def waiting_promotion(

@@ -9,13 +9,12 @@ functions read (moto's SSM here).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.stacks import wait_for
 
 from image_cicd.cli.main import main
 from image_cicd.local.aws import LocalAws
@@ -133,16 +132,6 @@ def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     params = {"Repositories": "repo-a,repo-b", "TriggerMode": "Direct"}
     with LocalStack(tmp_path_factory.mktemp("direct"), parameters=params) as running:
         yield running
-
-
-def wait_for(check: Any, what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_direct_mode_a_push_starts_a_promotion_without_a_pipeline(direct: LocalStack) -> None:

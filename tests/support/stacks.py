@@ -3,7 +3,8 @@ push an image to DEV, read a stage, name an execution."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,3 +59,15 @@ def stage(t: DeployedStack, repository: str) -> tuple[dict[str, str], str | None
 def arn_of(t: DeployedStack, execution: str) -> str:
     """The ARN of the promotion execution named ``execution``."""
     return execution_arn_for(t.promotion_arn, execution)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    """The first true answer of ``check()``, asked every 0.2 s; fails naming ``what``
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
