@@ -450,9 +450,8 @@ def test_every_function_has_its_code_directory_and_a_log_group(template: dict[st
         # The stack creates the log group and names it in LoggingConfig, so Lambda never
         # creates /aws/lambda/<function> by itself (no race, nothing left behind).
         log_group = template["Resources"][f"{name}LogGroup"]["Properties"]
-        assert log_group["LogGroupName"] == {
-            "Fn::Sub": f"/aws/lambda/${{AWS::StackName}}/{directory}"
-        }
+        name_of_group = resolve(log_group["LogGroupName"], {})
+        assert name_of_group == f"/aws/lambda/<AWS::StackName>/{directory}"
         assert log_group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
         assert function["LoggingConfig"] == {"LogGroup": {"Ref": f"{name}LogGroup"}}
 
