@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 import requests
 from playwright.sync_api import expect
+from support.stacks import arn_of
 
 from image_cicd.approvals.decisions import approval_link
 from image_cicd.aws.operations import approve, pending_approval, start_promotion
@@ -41,10 +42,6 @@ def push(t: DeployedStack, name: str) -> SyntheticImage:
     image = build_image(layers=1, layer_size=4_000)
     push_image(t.registry, f"ecr-dev/{name}", image, tags=["candidate"])
     return image
-
-
-def arn_of(t: DeployedStack, execution: str) -> str:
-    return t.promotion_arn.replace(":stateMachine:", ":execution:") + ":" + execution
 
 
 def history(t: DeployedStack, execution: str) -> list[str]:
