@@ -13,25 +13,12 @@ from image_cicd.approvals.decisions import (
     format_message,
     new_approval_request,
 )
-from image_cicd.ledger.records import (
-    ApprovalRequest,
-    ImageRef,
-    TestResults,
-)
-from image_cicd.ledger.store import (
-    ApprovalNotFound,
-    Ledger,
-    PromotionNotFound,
-    Waiter,
-)
+from image_cicd.ledger.records import ApprovalRequest, ImageRef, TestResults
+from image_cicd.ledger.store import ApprovalNotFound, Ledger, PromotionNotFound, Waiter
 from image_cicd.promotion.errors import PromotionSuperseded
-from image_cicd.promotion.payloads import (
-    Plan,
-)
+from image_cicd.promotion.payloads import Plan
 from image_cicd.promotion.steps.services import Services, utc_now
-from image_cicd.promotion.versions import (
-    read_stage,
-)
+from image_cicd.promotion.versions import read_stage
 from image_cicd.stages import Destination
 
 

@@ -3,18 +3,10 @@ the rollback of PROD, each release recorded once."""
 
 from __future__ import annotations
 
-from image_cicd.ledger.records import (
-    Release,
-    ReleaseKind,
-)
-from image_cicd.ledger.store import (
-    Ledger,
-)
+from image_cicd.ledger.records import Release, ReleaseKind
+from image_cicd.ledger.store import Ledger
 from image_cicd.promotion.errors import BadInput
-from image_cicd.promotion.payloads import (
-    Plan,
-    StageCopy,
-)
+from image_cicd.promotion.payloads import Plan, StageCopy
 from image_cicd.promotion.steps.services import Services, read_existing, utc_now
 from image_cicd.promotion.versions import (
     LatestMoved,

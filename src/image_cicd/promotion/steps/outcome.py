@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from image_cicd.approvals.decisions import (
-    ascii_line,
-)
-from image_cicd.ledger.records import (
-    Outcome,
-    Promotion,
-)
-from image_cicd.ledger.store import (
-    PromotionFinished,
-    PromotionNotFound,
-)
+from image_cicd.approvals.decisions import ascii_line
+from image_cicd.ledger.records import Outcome, Promotion
+from image_cicd.ledger.store import PromotionFinished, PromotionNotFound
 from image_cicd.promotion.errors import cause_text
 from image_cicd.promotion.steps.services import Services, utc_now
 

@@ -6,12 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from image_cicd.promotion.errors import BadInput
-from image_cicd.promotion.payloads import (
-    ImageFacts,
-    Plan,
-    PromotionRequest,
-    already_promoted,
-)
+from image_cicd.promotion.payloads import ImageFacts, Plan, PromotionRequest, already_promoted
 from image_cicd.promotion.steps.services import Services, current_image, read_existing, utc_now
 
 

@@ -7,19 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from image_cicd.ledger.records import (
-    ImageRef,
-)
-from image_cicd.ledger.store import (
-    Ledger,
-)
+from image_cicd.ledger.records import ImageRef
+from image_cicd.ledger.store import Ledger
 from image_cicd.promotion.errors import ImageNotFound
 from image_cicd.promotion.locks import Locker
 from image_cicd.promotion.settings import Settings
-from image_cicd.promotion.versions import (
-    VersionScheme,
-    read_stage,
-)
+from image_cicd.promotion.versions import VersionScheme, read_stage
 from image_cicd.registry.client import RegistryClient
 from image_cicd.registry.copy import Image, read_image
 from image_cicd.registry.errors import ManifestUnknown, NameUnknown
