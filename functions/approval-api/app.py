@@ -6,6 +6,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
 from image_cicd.approvals import endpoint
 from image_cicd.aws.stepfunctions import StepFunctionsNotifier
@@ -23,6 +24,15 @@ def _page(page: endpoint.Page) -> Response[str]:
 @app.get("/approvals/<approval_id>")
 def show(approval_id: str) -> Response[str]:
     return _page(endpoint.show(services().ledger, approval_id))
+
+
+def aws_unreachable(error: Exception) -> Response[str]:
+    """DynamoDB could not be reached (a decision in progress was undone): try again."""
+    logger.warning("AWS unreachable", extra={"error": type(error).__name__})
+    return _page(endpoint.unavailable())
+
+
+app.exception_handler([ClientError, BotoCoreError])(aws_unreachable)
 
 
 @app.post("/approvals/<approval_id>")

@@ -18,7 +18,12 @@ from botocore.exceptions import ClientError
 from support.handlers import CONTEXT, DIGEST, TOKEN, fake_services, install, sample
 
 from image_cicd.approvals import endpoint
-from image_cicd.approvals.decisions import TaskTokenInvalid, csrf_token, new_approval_request
+from image_cicd.approvals.decisions import (
+    NotifierUnavailable,
+    TaskTokenInvalid,
+    csrf_token,
+    new_approval_request,
+)
 from image_cicd.ledger.records import ApprovalRequest, TestResults
 from image_cicd.ledger.store import Ledger
 
@@ -375,9 +380,7 @@ def test_post_when_step_functions_cannot_be_reached_is_503_and_can_be_retried(
 ) -> None:
     # Given Step Functions throttles: decide() puts the approval back to PENDING
     approval = api.add()
-    api.notifier.error = ClientError(
-        {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "SendTaskSuccess"
-    )
+    api.notifier.error = NotifierUnavailable("Step Functions: ThrottlingException")
 
     response = api.post(approval.approval_id, form(approval))
 
@@ -413,3 +416,32 @@ def test_the_approval_api_never_logs_the_task_token(
     out, err = capsys.readouterr()
     assert "decision posted" in out + err + caplog.text
     assert TOKEN not in out + err + caplog.text
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_when_the_ledger_cannot_be_reached_the_page_is_503_and_nothing_is_decided(
+    api: Api, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    # Given DynamoDB throttles every read
+    approval = api.add()
+
+    def throttled(approval_id: str) -> None:
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}},
+            "GetItem",
+        )
+
+    monkeypatch.setattr(api.ledger, "get_approval", throttled)
+
+    # When the approver opens or posts the page
+    if method == "GET":
+        response = api.get(approval.approval_id)
+    else:
+        response = api.post(approval.approval_id, form(approval))
+
+    # Then the "please try again" page, not a bare 500, and nothing was decided
+    assert response["statusCode"] == 503
+    assert_secure_html(response)
+    monkeypatch.undo()
+    assert api.ledger.get_approval(approval.approval_id).status == "PENDING"
+    assert api.notifier.successes == []

@@ -293,7 +293,15 @@ def parse_decision_form(body: str | Mapping[str, str | list[str]]) -> DecisionFo
 # -------------------------------------------------------------------- notifier
 
 
+class NotifierUnavailable(Exception):
+    """The workflow engine could not be reached (throttled, down): nothing was
+    delivered; the same decision can be tried again."""
+
+
 class TaskNotifier(Protocol):
+    """Ends a waiting task; raises TaskTokenInvalid when the task no longer waits and
+    NotifierUnavailable when the engine cannot be reached."""
+
     def send_success(self, token: str, output: dict[str, Any]) -> None: ...
     def send_failure(self, token: str, error: str, cause: str) -> None: ...
 

@@ -10,12 +10,11 @@ import base64
 import binascii
 from datetime import UTC, datetime
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from image_cicd.approvals import pages
 from image_cicd.approvals.decisions import (
     ApprovalLedger,
     InvalidRequest,
+    NotifierUnavailable,
     TaskNotifier,
     csrf_token,
     decide,
@@ -68,6 +67,11 @@ def _form_text(body: str, base64_encoded: bool) -> str:
         raise InvalidRequest("the form is not UTF-8 text") from None
 
 
+def unavailable() -> Page:
+    """What an approver sees while a service behind the page cannot be reached."""
+    return 503, pages.unavailable_page()
+
+
 def submit(
     ledger: ApprovalLedger,
     notifier: TaskNotifier,
@@ -104,6 +108,6 @@ def submit(
         return 410, pages.superseded_page(exc.approval)
     except InvalidRequest as exc:
         return 400, pages.bad_request_page(str(exc))
-    except (ClientError, BotoCoreError):  # Step Functions unreachable: undone, retry later
-        return 503, pages.unavailable_page()
+    except NotifierUnavailable:  # Step Functions unreachable: undone, retry later
+        return unavailable()
     return 200, pages.result_page(decided)

@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from image_cicd.approvals.decisions import TaskNotifier, TaskTokenInvalid
+from image_cicd.approvals.decisions import NotifierUnavailable, TaskNotifier, TaskTokenInvalid
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -31,21 +31,21 @@ class StepFunctionsNotifier(TaskNotifier):
     def send_success(self, token: str, output: dict[str, Any]) -> None:
         try:
             self.client.send_task_success(taskToken=token, output=json.dumps(output))
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             self._raise(error)
 
     def send_failure(self, token: str, error: str, cause: str) -> None:
         try:
             self.client.send_task_failure(taskToken=token, error=error, cause=cause)
-        except ClientError as client_error:
-            self._raise(client_error)
+        except (ClientError, BotoCoreError) as sdk_error:
+            self._raise(sdk_error)
 
     @staticmethod
-    def _raise(error: ClientError) -> None:
-        code = error.response["Error"]["Code"]
+    def _raise(error: ClientError | BotoCoreError) -> NoReturn:
+        code = error.response["Error"]["Code"] if isinstance(error, ClientError) else ""
         if code in _TOKEN_GONE:
             raise TaskTokenInvalid(code) from None
-        raise error
+        raise NotifierUnavailable(f"Step Functions: {error}") from error
 
 
 class StepFunctionsTestMachines:
