@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from image_cicd.console.inbox import Inbox
 from image_cicd.local.deployer import Route
-from image_cicd.local.server import HOOK_HEADER, MAX_BODY_BYTES, Inbox, Reply, StackServer
+from image_cicd.local.server import HOOK_HEADER, MAX_BODY_BYTES, StackServer
+from image_cicd.web.http import Reply
 
 HOOK_SECRET = "s3cret-of-this-stack"
 

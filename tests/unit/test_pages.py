@@ -19,9 +19,9 @@ from image_cicd.console.app import Console
 from image_cicd.console.history import ExecutionView, StateRun
 from image_cicd.console.queries import Execution, Row, StageRow
 from image_cicd.ledger.records import ApprovalRecord, Promotion, RollbackPlan
-from image_cicd.local.server import Request
 from image_cicd.promotion.versions import StageState, VersionScheme
 from image_cicd.web import STATIC_TYPES, static_file
+from image_cicd.web.http import Request
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "image_cicd"
 EVIL = '<script>alert("x")</script>'

@@ -32,11 +32,12 @@ from image_cicd.approvals.decisions import approval_link, version_label
 from image_cicd.aws.operations import start_rollback
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.graph import format_seconds, render_svg, status_key, status_label
+from image_cicd.console.inbox import Inbox
 from image_cicd.console.queries import MAX_ROWS, Queries
-from image_cicd.local.server import Inbox, Reply, Request
 from image_cicd.promotion.errors import cause_text
 from image_cicd.promotion.versions import VersionError, plan_rollback
 from image_cicd.web import STATIC_TYPES, render, static_file
+from image_cicd.web.http import Reply, Request
 
 __all__ = ["HEADERS", "Console"]
 

@@ -20,18 +20,18 @@ import hmac
 import json
 import logging
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from image_cicd.console.inbox import Inbox
 from image_cicd.local.deployer import Route
 from image_cicd.local.service import ThreadedHttpService
+from image_cicd.web.http import Reply, Request
 
 log = logging.getLogger(__name__)
 
@@ -41,46 +41,7 @@ MAX_BODY_BYTES = 256 * 1024
 HOOK_HEADER = "X-Image-Cicd-Hook"
 SNS_HOOK = "/_events/sns/"
 
-Handler = Callable[["Request"], "Reply"]
-
-
-class Request:
-    def __init__(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, client: str
-    ) -> None:
-        self.method, self.path, self.query = method, path, query
-        self.headers, self.body, self.client = headers, body, client
-
-
-class Reply:
-    def __init__(
-        self, status: int, body: bytes | str = b"", headers: dict[str, str] | None = None
-    ) -> None:
-        self.status = status
-        self.body = body.encode() if isinstance(body, str) else body
-        self.headers = headers or {}
-
-
-class Inbox:
-    """SNS messages delivered to the stack, one JSON object a line."""
-
-    def __init__(self, path: Path, on_add: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.path = path
-        self.on_add = on_add
-        self._lock = threading.Lock()
-
-    def add(self, message: dict[str, Any]) -> None:
-        with self._lock, self.path.open("a") as out:
-            out.write(json.dumps(message) + "\n")
-        if self.on_add is not None:
-            self.on_add(message)
-
-    def messages(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        with self._lock:
-            lines = self.path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+Handler = Callable[[Request], Reply]
 
 
 def _match(route: str, path: str) -> dict[str, str] | None:

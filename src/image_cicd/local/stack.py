@@ -19,10 +19,11 @@ from typing import Any, Self
 
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.console.app import Console
+from image_cicd.console.inbox import Inbox
 from image_cicd.local.aws import LocalAws
 from image_cicd.local.deployer import REGION, Deployment, deploy
 from image_cicd.local.registry import NotificationEndpoint, RegistryServer
-from image_cicd.local.server import HOOK_HEADER, Inbox, StackServer
+from image_cicd.local.server import HOOK_HEADER, StackServer
 from image_cicd.local.service import Service
 from image_cicd.local.trigger import PipelineRun, PipelineRunner, deliver
 from image_cicd.registry.client import RegistryClient
