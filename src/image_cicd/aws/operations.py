@@ -35,7 +35,7 @@ class OperatorError(Exception):
 NO_SUCH_EXECUTION = ("ExecutionDoesNotExist", "InvalidArn", "ValidationException")
 
 
-def execution_arn(target: DeployedStack, name_or_arn: str) -> str:
+def execution_arn(stack: DeployedStack, name_or_arn: str) -> str:
     """An execution ARN from a name of either state machine (or an ARN) that exists.
 
     Only "no such execution" answers mean "not this one": an endpoint that cannot be
@@ -43,11 +43,11 @@ def execution_arn(target: DeployedStack, name_or_arn: str) -> str:
     """
     from botocore.exceptions import ClientError
 
-    sfn = target.client("stepfunctions")
+    sfn = stack.client("stepfunctions")
     if name_or_arn.startswith("arn:"):
         candidates = [name_or_arn]
     else:
-        machines = (target.promotion_arn, target.rollback_arn)
+        machines = (stack.promotion_arn, stack.rollback_arn)
         candidates = [execution_arn_for(m, name_or_arn) for m in machines]
     for arn in candidates:
         try:
@@ -57,16 +57,16 @@ def execution_arn(target: DeployedStack, name_or_arn: str) -> str:
                 continue
             raise
         return arn
-    raise OperatorError(f"no execution named {name_or_arn!r} in stack {target.name}")
+    raise OperatorError(f"no execution named {name_or_arn!r} in stack {stack.name}")
 
 
 def pending_approval(
-    target: DeployedStack, execution: str, *, wait_seconds: float = 0.0
+    stack: DeployedStack, execution: str, *, wait_seconds: float = 0.0
 ) -> ApprovalRequest | None:
     """The approval an execution waits for now (waiting up to `wait_seconds`)."""
     deadline = time.monotonic() + wait_seconds
     while True:
-        for approval in target.ledger.list_approvals("PENDING"):
+        for approval in stack.ledger.list_approvals("PENDING"):
             if approval.execution == execution:
                 return approval
         if time.monotonic() >= deadline:
@@ -119,7 +119,7 @@ def decide_via_endpoint(
 
 
 def approve(
-    target: DeployedStack,
+    stack: DeployedStack,
     execution: str,
     decision: Decision,
     approver: str,
@@ -128,15 +128,15 @@ def approve(
     wait_seconds: float = 30.0,
 ) -> tuple[ApprovalRequest, DecisionResult]:
     """Decide the approval `execution` waits for, through the approval endpoint."""
-    approval = pending_approval(target, execution, wait_seconds=wait_seconds)
+    approval = pending_approval(stack, execution, wait_seconds=wait_seconds)
     if approval is None:
         raise OperatorError(f"{execution} is not waiting for an approval")
-    link = approval_link(target.output("ApprovalBaseUrl"), approval.approval_id)
+    link = approval_link(stack.output("ApprovalBaseUrl"), approval.approval_id)
     return approval, decide_via_endpoint(link, decision, approver, comment)
 
 
 def start_rollback(
-    target: DeployedStack,
+    stack: DeployedStack,
     repository: str,
     to: str | None = None,
     *,
@@ -158,29 +158,29 @@ def start_rollback(
         payload["from"] = expected
     name = f"rollback-{repository.rsplit('/', 1)[-1]}-{key or uuid.uuid4().hex[:12]}"
     try:
-        started = target.client("stepfunctions").start_execution(
-            stateMachineArn=target.rollback_arn, name=name, input=json.dumps(payload)
+        started = stack.client("stepfunctions").start_execution(
+            stateMachineArn=stack.rollback_arn, name=name, input=json.dumps(payload)
         )
     except ClientError as error:
         if error.response["Error"]["Code"] != "ExecutionAlreadyExists" or key is None:
             raise
-        return execution_arn_for(target.rollback_arn, name)
+        return execution_arn_for(stack.rollback_arn, name)
     return str(started["executionArn"])
 
 
-def start_promotion(target: DeployedStack, repository: str, digest: str) -> str:
+def start_promotion(stack: DeployedStack, repository: str, digest: str) -> str:
     name = f"{repository.rsplit('/', 1)[-1]}-{uuid.uuid4()}"
-    started = target.client("stepfunctions").start_execution(
-        stateMachineArn=target.promotion_arn,
+    started = stack.client("stepfunctions").start_execution(
+        stateMachineArn=stack.promotion_arn,
         name=name,
         input=json.dumps({"repository": repository, "digest": digest}),
     )
     return str(started["executionArn"])
 
 
-def wait_finished(target: DeployedStack, arn: str, *, timeout: float = 120.0) -> dict[str, Any]:
+def wait_finished(stack: DeployedStack, arn: str, *, timeout: float = 120.0) -> dict[str, Any]:
     """describe_execution once the execution is no longer RUNNING."""
-    sfn = target.client("stepfunctions")
+    sfn = stack.client("stepfunctions")
     deadline = time.monotonic() + timeout
     while True:
         desc: dict[str, Any] = sfn.describe_execution(executionArn=arn)

@@ -65,7 +65,7 @@ class Context:
         self._target: DeployedStack | None = None
 
     @property
-    def target(self) -> DeployedStack:
+    def stack(self) -> DeployedStack:
         if self._target is None:
             if self.stack_name:
                 from image_cicd.aws.stack import from_cloudformation

@@ -15,10 +15,10 @@ if TYPE_CHECKING:
     from image_cicd.aws.stack import DeployedStack
 
 
-def _executions(target: DeployedStack, limit: int = 50) -> list[dict[str, Any]]:
-    sfn = target.client("stepfunctions")
+def _executions(stack: DeployedStack, limit: int = 50) -> list[dict[str, Any]]:
+    sfn = stack.client("stepfunctions")
     found = []
-    for kind, arn in (("promotion", target.promotion_arn), ("rollback", target.rollback_arn)):
+    for kind, arn in (("promotion", stack.promotion_arn), ("rollback", stack.rollback_arn)):
         for ex in sfn.list_executions(stateMachineArn=arn, maxResults=limit)["executions"]:
             found.append({**ex, "kind": kind})
     return sorted(found, key=lambda e: e["startDate"], reverse=True)[:limit]
@@ -31,7 +31,7 @@ def _executions(target: DeployedStack, limit: int = 50) -> list[dict[str, Any]]:
 @friendly_errors
 def executions(ctx: Context, as_json: bool, limit: int) -> None:
     """Executions of the promotion and rollback state machines, newest first."""
-    rows = _executions(ctx.target, limit)
+    rows = _executions(ctx.stack, limit)
     if as_json:
         click.echo(
             json.dumps(
@@ -92,11 +92,11 @@ def show(ctx: Context, execution: str, as_json: bool) -> None:
     from image_cicd.console.history import view
     from image_cicd.promotion.errors import cause_text
 
-    target = ctx.target
-    ex = view(target.client("stepfunctions"), execution_arn(target, execution))
-    approval = pending_approval(target, ex.name) if ex.waiting else None
+    stack = ctx.stack
+    ex = view(stack.client("stepfunctions"), execution_arn(stack, execution))
+    approval = pending_approval(stack, ex.name) if ex.waiting else None
     link = (
-        approval_link(target.output("ApprovalBaseUrl"), approval.approval_id) if approval else None
+        approval_link(stack.output("ApprovalBaseUrl"), approval.approval_id) if approval else None
     )
     if as_json:
         click.echo(
@@ -151,9 +151,9 @@ def graph(ctx: Context, execution: str, svg_file: Path | None) -> None:
     from image_cicd.console.graph import GraphvizMissing, render_svg, render_text
     from image_cicd.console.history import view
 
-    target = ctx.target
-    sfn = target.client("stepfunctions")
-    arn = execution_arn(target, execution)
+    stack = ctx.stack
+    sfn = stack.client("stepfunctions")
+    arn = execution_arn(stack, execution)
     machine = sfn.describe_execution(executionArn=arn)["stateMachineArn"]
     definition = _json.loads(sfn.describe_state_machine(stateMachineArn=machine)["definition"])
     ex = view(sfn, arn, definition)
@@ -186,7 +186,7 @@ def approve(
 
     name = execution.rsplit(":", 1)[-1]
     approval, result = decide(
-        ctx.target,
+        ctx.stack,
         name,
         "REJECTED" if reject else "APPROVED",
         approver,

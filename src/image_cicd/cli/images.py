@@ -42,17 +42,17 @@ def copy(
     from image_cicd.registry.copy import copy_image, read_image
     from image_cicd.registry.reference import parse_reference
 
-    source, target = parse_reference(src), parse_reference(dst)
-    if target.digest and source.digest and target.digest != source.digest:
+    source, destination = parse_reference(src), parse_reference(dst)
+    if destination.digest and source.digest and destination.digest != source.digest:
         raise click.BadParameter("DST names another digest than SRC", param_hint="DST")
     src_client = client_for(
         source.host, insecure=insecure, credentials=src_creds, pool_size=workers * 2
     )
     dst_client = (
         src_client
-        if target.host == source.host and dst_creds == src_creds
+        if destination.host == source.host and dst_creds == src_creds
         else client_for(
-            target.host, insecure=insecure, credentials=dst_creds, pool_size=workers * 2
+            destination.host, insecure=insecure, credentials=dst_creds, pool_size=workers * 2
         )
     )
     import time
@@ -62,16 +62,16 @@ def copy(
         dst_client.requests_made if dst_client is not src_client else 0
     )
     image = read_image(src_client, source.repository, source.reference)
-    if target.digest and target.digest != image.root.digest:
-        raise click.ClickException(f"{src} is {image.root.digest}, not {target.digest}")
-    tag = target.tag or (None if source.digest else source.tag)
+    if destination.digest and destination.digest != image.root.digest:
+        raise click.ClickException(f"{src} is {image.root.digest}, not {destination.digest}")
+    tag = destination.tag or (None if source.digest else source.tag)
     with _progress(image.size, enabled=not as_json) as advance:
         result = copy_image(
             src_client,
             source.repository,
             image.root.digest,
             dst_client,
-            target.repository,
+            destination.repository,
             tags=[tag] if tag else [],
             mount=not no_mount,
             workers=workers,
@@ -238,7 +238,7 @@ def push(
 
         client = client_for(registry_host, insecure=insecure)
     else:
-        client = ctx.target.registry
+        client = ctx.stack.registry
     if oci_layout:
         image = oci_layout_image(oci_layout)
     else:

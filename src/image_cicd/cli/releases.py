@@ -28,13 +28,13 @@ def rollback(
     from image_cicd.aws.operations import start_rollback, wait_finished
     from image_cicd.promotion.versions import read_stage
 
-    target = ctx.target
-    prod = [target.stage_repository(name, "PROD") for name in target.repositories]
+    stack = ctx.stack
+    prod = [stack.stage_repository(name, "PROD") for name in stack.repositories]
     if repository is None:
         if as_json:
             raise click.UsageError("name the PROD repository (with --json there is no menu)")
         for n, repo in enumerate(prod, 1):
-            state = read_stage(target.registry, repo, target.scheme)
+            state = read_stage(stack.registry, repo, stack.scheme)
             click.echo(f"{n}) {repo}  (latest: {state.current or short_digest(state.latest)})")
         choice = click.prompt("Roll back which repository", type=click.IntRange(1, len(prod)))
         repository = prod[choice - 1]
@@ -44,14 +44,14 @@ def rollback(
             param_hint="REPOSITORY",
         )
     # Where latest is now: the rollback moves it only if it is still there.
-    state = read_stage(target.registry, repository, target.scheme)
+    state = read_stage(stack.registry, repository, stack.scheme)
     here = state.current or state.latest
     if not yes and not click.confirm(
         f"Move {repository}:latest{f' from {here}' if here else ''} "
         f"to {to or 'the previous version'}?"
     ):
         raise click.Abort()
-    desc = wait_finished(target, start_rollback(target, repository, to, expected=here))
+    desc = wait_finished(stack, start_rollback(stack, repository, to, expected=here))
     output = json.loads(desc.get("output") or "{}").get("rollback") or {}
     if as_json:
         click.echo(json.dumps({"status": desc["status"], "error": desc.get("error"), **output}))
@@ -73,12 +73,12 @@ def repos(ctx: Context, as_json: bool) -> None:
     """Every repository per stage: its versions and where latest points."""
     from image_cicd.promotion.versions import read_stage
 
-    target = ctx.target
+    stack = ctx.stack
     rows: list[dict[str, Any]] = []
-    for name in target.repositories:
+    for name in stack.repositories:
         for stage in STAGES:
-            repo = target.stage_repository(name, stage)
-            state = read_stage(target.registry, repo, target.scheme)
+            repo = stack.stage_repository(name, stage)
+            state = read_stage(stack.registry, repo, stack.scheme)
             rows.append(
                 {
                     "repository": repo,

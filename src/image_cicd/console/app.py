@@ -132,25 +132,25 @@ _PRINT: dict[str, Callable[..., Any]] = {
 class Console:
     """The console's pages, as a `server.Handler` (`Request` -> `Reply`).
 
-    `target` is the stack (`image_cicd.local.stack.deployed_stack(info)`), `inbox` the
+    `stack` is the stack (`image_cicd.local.stack.deployed_stack(info)`), `inbox` the
     stack's SNS inbox (its messages are shown on the approvals page).
     """
 
     def __init__(
         self,
-        target: DeployedStack,
+        stack: DeployedStack,
         inbox: Inbox | None = None,
         *,
         prefix: str = "",
         refresh_seconds: float = 2.0,
         secret: bytes | None = None,
     ) -> None:
-        self.target = target
+        self.stack = stack
         self.inbox = inbox
         self.prefix = prefix.rstrip("/")
-        self.scheme = target.scheme
+        self.scheme = stack.scheme
         self.refresh_ms = max(250, int(refresh_seconds * 1000))
-        self.queries = Queries(target)
+        self.queries = Queries(stack)
         self._secret = secret or secrets.token_bytes(32)
 
     # ------------------------------------------------------------------ routing
@@ -219,7 +219,7 @@ class Console:
             active=active,
             script=script,
             body_attrs=body_attrs or {},
-            stack_name=self.target.name,
+            stack_name=self.stack.name,
             url=self._url,
             execution_url=self._execution_url,
             **_PRINT,
@@ -254,12 +254,12 @@ class Console:
             "executions",
             rows=rows,
             chosen=chosen,
-            repositories=self.target.repositories,
+            repositories=self.stack.repositories,
             statuses=STATUSES,
         )
 
     def _approval_url(self, approval_id: str) -> str:
-        return approval_link(self.target.output("ApprovalBaseUrl"), approval_id)
+        return approval_link(self.stack.output("ApprovalBaseUrl"), approval_id)
 
     def execution_json(self, name: str) -> Reply:
         found = self.queries.execution(name)
@@ -319,7 +319,7 @@ class Console:
         """The inbox, newest first. What this stack cannot have sent (another topic, or
         a link outside its approval endpoint) is not verified: its links are no links."""
         found = list(reversed(self.inbox.messages())) if self.inbox is not None else []
-        outputs = self.target.outputs
+        outputs = self.stack.outputs
         topics = {outputs.get("ApprovalsTopicArn"), outputs.get("NotificationsTopicArn")} - {None}
         base = outputs.get("ApprovalBaseUrl") or ""
         shown = []
@@ -354,7 +354,7 @@ class Console:
 
     def repositories_page(self) -> Reply:
         repositories = []
-        for name in self.target.repositories:
+        for name in self.stack.repositories:
             stages = self.queries.stages(name)
             previous, choices = self.queries.rollback_choices(stages[-1].state)
             repositories.append(
@@ -388,15 +388,15 @@ class Console:
             ).items()
         }
         name, to = form.get("repository", ""), form.get("to", "")
-        if name not in self.target.repositories:
+        if name not in self.stack.repositories:
             return self._message(400, "Unknown repository", f"No repository named {name!r}.")
         if to and self.scheme.parse(to) is None:
             return self._message(400, "Not a version", f"{to!r} is not a version tag.")
-        prod_repo = self.target.stage_repository(name, "PROD")
+        prod_repo = self.stack.stage_repository(name, "PROD")
         if form.get("confirm") == "yes":
             return self._start(req, form, name, prod_repo, to)
         try:
-            plan = plan_rollback(self.target.registry, prod_repo, to=to or None, scheme=self.scheme)
+            plan = plan_rollback(self.stack.registry, prod_repo, to=to or None, scheme=self.scheme)
         except VersionError as exc:
             return self._message(409, "Nothing to roll back", str(exc), back=True)
         except Exception:
@@ -435,6 +435,6 @@ class Console:
                 "The confirmation token is missing or wrong; nothing was changed.",
                 back=True,
             )
-        arn = start_rollback(self.target, prod_repo, to or None, expected=here or None, key=key)
+        arn = start_rollback(self.stack, prod_repo, to or None, expected=here or None, key=key)
         execution = arn.rsplit(":", 1)[-1]
         return Reply(303, b"", {**HEADERS, "Location": self._execution_url(execution)})

@@ -77,17 +77,17 @@ class StageRow:
 
 
 class Queries:
-    """Reads of `target` (the stack) for the console's pages."""
+    """Reads of `stack` (the stack) for the console's pages."""
 
-    def __init__(self, target: DeployedStack) -> None:
-        self.target = target
-        self.scheme = target.scheme
+    def __init__(self, stack: DeployedStack) -> None:
+        self.stack = stack
+        self.scheme = stack.scheme
         self._definitions: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------ executions
 
     def _sfn(self) -> Any:
-        return self.target.client("stepfunctions")
+        return self.stack.client("stepfunctions")
 
     def _list(self, machine: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -100,9 +100,9 @@ class Queries:
             kwargs["nextToken"] = page["nextToken"]
 
     def _promotions(self) -> dict[str, Promotion]:
-        ledger = self.target.ledger
+        ledger = self.stack.ledger
         found: dict[str, Promotion] = {}
-        for name in self.target.repositories:
+        for name in self.stack.repositories:
             try:
                 for promotion in ledger.promotions_for(name, limit=MAX_ROWS):
                     found[promotion.execution] = promotion
@@ -112,10 +112,10 @@ class Queries:
 
     def pending(self) -> dict[str, ApprovalRequest]:
         """Pending approval requests by execution name."""
-        return {a.execution: a for a in self.target.ledger.list_approvals("PENDING")}
+        return {a.execution: a for a in self.stack.ledger.list_approvals("PENDING")}
 
     def approvals(self) -> list[ApprovalRequest]:
-        return self.target.ledger.list_approvals()
+        return self.stack.ledger.list_approvals()
 
     def _input(self, arn: str) -> dict[str, Any]:
         try:
@@ -130,7 +130,7 @@ class Queries:
         promotions = self._promotions()
         pending = self.pending()
         rows: list[Row] = []
-        for item in self._list(self.target.promotion_arn):
+        for item in self._list(self.stack.promotion_arn):
             promotion = promotions.get(item["name"])
             if promotion is not None:
                 repository, digest = promotion.repository, promotion.digest
@@ -164,7 +164,7 @@ class Queries:
                     else None,
                 )
             )
-        for item in self._list(self.target.rollback_arn):
+        for item in self._list(self.stack.rollback_arn):
             data = self._input(item["executionArn"])
             desc = self._sfn().describe_execution(executionArn=item["executionArn"])
             output = json.loads(desc.get("output") or "{}").get("rollback") or {}
@@ -201,7 +201,7 @@ class Queries:
         """(execution ARN, state machine ARN) of an execution name, if it exists."""
         if not _NAME.match(name):
             return None
-        for machine in (self.target.promotion_arn, self.target.rollback_arn):
+        for machine in (self.stack.promotion_arn, self.stack.rollback_arn):
             arn = execution_arn_for(machine, name)
             try:
                 self._sfn().describe_execution(executionArn=arn)
@@ -222,11 +222,11 @@ class Queries:
         approval = None
         if ex.status == "RUNNING" and ex.waiting:
             approval = self.pending().get(ex.name)
-        workflow = "rollback" if machine == self.target.rollback_arn else "promotion"
+        workflow = "rollback" if machine == self.stack.rollback_arn else "promotion"
         promotion = None
         if with_promotion and workflow == "promotion":
             try:
-                promotion = self.target.ledger.get_promotion(ex.name)
+                promotion = self.stack.ledger.get_promotion(ex.name)
             except LedgerError:
                 promotion = None
         return Execution(ex, definition, workflow, approval, promotion)
@@ -236,7 +236,7 @@ class Queries:
     def stage_state(self, repository: str) -> StageState | None:
         """The stage repository's versions and `latest` (None: registry unreadable)."""
         try:
-            return read_stage(self.target.registry, repository, self.scheme)
+            return read_stage(self.stack.registry, repository, self.scheme)
         except Exception:
             log.warning("cannot read %s", repository, exc_info=True)
             return None
@@ -244,7 +244,7 @@ class Queries:
     def _other_tags(self, repository: str, state: StageState, limit: int = 8) -> dict[str, str]:
         """Tags that are neither versions nor `latest` (e.g. DEV's pushed tags)."""
         try:
-            tags = self.target.registry.list_tags(repository)
+            tags = self.stack.registry.list_tags(repository)
         except Exception:
             return {}
         others = [
@@ -255,7 +255,7 @@ class Queries:
         found: dict[str, str] = {}
         for tag in others:
             try:
-                head = self.target.registry.head_manifest(repository, tag)
+                head = self.stack.registry.head_manifest(repository, tag)
             except Exception:  # noqa: S112 - a tag deleted meanwhile is left out
                 continue
             if head is not None:
@@ -266,7 +266,7 @@ class Queries:
         """Each stage of the repository `name`, DEV first."""
         rows = []
         for stage in STAGES:
-            repository = self.target.stage_repository(name, stage)
+            repository = self.stack.stage_repository(name, stage)
             state = self.stage_state(repository)
             others = self._other_tags(repository, state) if state is not None else {}
             rows.append(StageRow(stage, repository, state, others))
