@@ -25,8 +25,8 @@ from image_cicd.promotion.errors import ScanInProgress
 from image_cicd.promotion.payloads import ImageFacts, Plan, StageCopy, TestRun
 from image_cicd.promotion.settings import RepositoryTests, ScanPolicy
 from image_cicd.registry.client import RegistryClient
-from image_cicd.registry.media import Manifest
-from image_cicd.registry.synthetic import SyntheticImage, build_image
+from image_cicd.registry.media import OCI_INDEX, Manifest
+from image_cicd.registry.synthetic import PlatformImage, SyntheticImage, build_image
 
 REPO = "ecr-test/repo-1"
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:repo-1-tests"
@@ -90,6 +90,25 @@ def run_checks(
     img: SyntheticImage, config: RepositoryTests, scans: FakeScans | None = None
 ) -> list[CheckResult]:
     return builtin_checks(registry_for(img), REPO, img.digest, config, scans or FakeScans())
+
+
+def index_of(*entries: tuple[PlatformImage, str]) -> SyntheticImage:
+    """An index of these platform images, each under the platform given as
+    `os/architecture[/variant]` (as buildah and buildx write `linux/arm64/v8`)."""
+    manifests = [
+        {
+            "mediaType": p.manifest.media_type,
+            "digest": p.manifest.digest,
+            "size": len(p.manifest.data),
+            "platform": dict(zip(("os", "architecture", "variant"), name.split("/"), strict=False)),
+        }
+        for p, name in entries
+    ]
+    platforms = tuple(p for p, _ in entries)
+    index = Manifest.from_bytes(
+        json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}).encode()
+    )
+    return SyntheticImage(index, platforms)
 
 
 def plan_and_copy(img: SyntheticImage) -> tuple[Plan, StageCopy]:
@@ -200,13 +219,91 @@ def test_given_a_single_platform_image_then_its_platform_comes_from_the_config()
     assert result.detail == "has linux/arm64"
 
 
+@pytest.mark.parametrize(
+    ("required", "has"),
+    [
+        ("linux/arm64", "linux/arm64/v8"),
+        ("linux/arm64/v8", "linux/arm64"),
+        ("linux/aarch64", "linux/arm64/v8"),
+        ("linux/arm", "linux/arm/v7"),
+        ("linux/arm/v7", "linux/arm"),
+        ("linux/arm/7", "linux/armhf"),
+        ("linux/amd64", "linux/amd64/v1"),
+        ("linux/x86_64", "linux/amd64"),
+        ("Linux/AMD64", "linux/amd64"),
+    ],
+)
+def test_platforms_match_as_containerd_normalises_them_both_ways(required: str, has: str) -> None:
+    """containerd's platforms.Normalize: arm64 = arm64/v8, arm = arm/v7, amd64 = amd64/v1."""
+    other = image(platforms=("linux/s390x",), layers=1).platforms[0]
+    img = index_of((image(layers=1).platforms[0], has), (other, "linux/s390x"))
+
+    result = check(
+        run_checks(img, RepositoryTests(platforms=[required, "linux/s390x"])), "platforms"
+    )
+
+    assert result == CheckResult(name="platforms", passed=True, detail=f"has {has}, linux/s390x")
+
+
+@pytest.mark.parametrize(
+    ("required", "has"),
+    [
+        ("linux/arm/v6", "linux/arm/v7"),
+        ("linux/arm64/v9", "linux/arm64/v8"),
+        ("linux/arm64", "linux/arm"),
+    ],
+)
+def test_platforms_that_differ_after_normalising_do_not_match(required: str, has: str) -> None:
+    img = index_of((image(layers=1).platforms[0], has))
+
+    result = check(run_checks(img, RepositoryTests(platforms=[required])), "platforms")
+
+    assert result == CheckResult(
+        name="platforms", passed=False, detail=f"has {has}; missing {required}"
+    )
+
+
+def test_the_size_limit_applies_to_each_platform_not_to_their_sum() -> None:
+    img = image(platforms=("linux/amd64", "linux/arm64"), layers=1, layer_size=300_000)
+    each = [len(p.manifest.data) + sum(b.size for b in p.blobs) for p in img.platforms]
+
+    result = check(run_checks(img, RepositoryTests(max_size_mb=0.5)), "size")
+
+    assert img.size > 500_000 > max(each)
+    assert result == CheckResult(
+        name="size",
+        passed=True,
+        detail=f"linux/amd64 {each[0] / 1e6:.1f} MB, linux/arm64 {each[1] / 1e6:.1f} MB "
+        "(limit 0.5 MB per platform)",
+    )
+
+
+def test_given_one_platform_over_the_size_limit_then_the_size_check_names_it() -> None:
+    small = image(layers=1, layer_size=100_000).platforms[0]
+    large = image(platforms=("linux/arm64",), layers=2, layer_size=300_000).platforms[0]
+    img = index_of((small, "linux/amd64"), (large, "linux/arm64/v8"))
+
+    result = check(run_checks(img, RepositoryTests(max_size_mb=0.5)), "size")
+
+    assert result == CheckResult(
+        name="size",
+        passed=False,
+        detail="linux/amd64 0.1 MB, linux/arm64/v8 0.6 MB (limit 0.5 MB per platform); "
+        "over the limit: linux/arm64/v8",
+    )
+
+
 def test_given_an_image_over_the_size_limit_then_the_size_check_fails() -> None:
     img = image(layers=2, layer_size=300_000)
 
     result = check(run_checks(img, RepositoryTests(max_size_mb=0.5)), "size")
 
     assert img.size > 500_000
-    assert result == CheckResult(name="size", passed=False, detail="0.6 MB (limit 0.5 MB)")
+    assert result == CheckResult(
+        name="size",
+        passed=False,
+        detail="linux/amd64 0.6 MB (limit 0.5 MB per platform); over the limit: linux/amd64",
+    )
 
 
 def test_given_an_image_within_the_size_limit_then_the_size_check_passes() -> None:
@@ -214,7 +311,9 @@ def test_given_an_image_within_the_size_limit_then_the_size_check_passes() -> No
 
     result = check(run_checks(img, RepositoryTests(max_size_mb=1)), "size")
 
-    assert result == CheckResult(name="size", passed=True, detail="0.6 MB (limit 1 MB)")
+    assert result == CheckResult(
+        name="size", passed=True, detail="linux/amd64 0.6 MB (limit 1 MB per platform)"
+    )
 
 
 def test_given_required_labels_then_each_is_a_check_of_its_own() -> None:
@@ -231,6 +330,48 @@ def test_given_required_labels_then_each_is_a_check_of_its_own() -> None:
     assert missing.detail == "missing on linux/amd64, linux/arm64"
 
 
+def test_an_empty_label_value_counts_as_missing() -> None:
+    labelled = image(layers=1, labels={"team": "a"}).platforms[0]
+    empty = image(platforms=("linux/arm64",), layers=1, labels={"team": ""}).platforms[0]
+    unlabelled = image(platforms=("linux/arm",), layers=1).platforms[0]
+    img = index_of((labelled, "linux/amd64"), (empty, "linux/arm64"), (unlabelled, "linux/arm/v7"))
+
+    result = check(run_checks(img, RepositoryTests(labels=["team"])), "label team")
+
+    assert result == CheckResult(
+        name="label team",
+        passed=False,
+        detail="missing on linux/arm/v7; empty on linux/arm64",
+    )
+
+
+def test_given_one_platform_running_as_root_then_the_non_root_check_names_it() -> None:
+    user = image(layers=1, user="1000").platforms[0]
+    root = image(platforms=("linux/arm64",), layers=1, user="root").platforms[0]
+    unset = image(platforms=("linux/arm",), layers=1, user="").platforms[0]
+    img = index_of((user, "linux/amd64"), (root, "linux/arm64/v8"), (unset, "linux/arm/v7"))
+
+    result = check(run_checks(img, RepositoryTests(non_root=True)), "non-root user")
+
+    assert result == CheckResult(
+        name="non-root user",
+        passed=False,
+        detail="runs as root on linux/arm64/v8; as (unset) on linux/arm/v7",
+    )
+
+
+def test_given_platforms_with_different_users_then_the_non_root_check_names_each() -> None:
+    first = image(layers=1, user="1000").platforms[0]
+    second = image(platforms=("linux/arm64",), layers=1, user="app").platforms[0]
+    img = index_of((first, "linux/amd64"), (second, "linux/arm64"))
+
+    result = check(run_checks(img, RepositoryTests(non_root=True)), "non-root user")
+
+    assert result == CheckResult(
+        name="non-root user", passed=True, detail="user 1000 on linux/amd64; app on linux/arm64"
+    )
+
+
 @pytest.mark.parametrize("user", ["", "root", "0", "0:0", "root:root"])
 def test_given_an_image_running_as_root_then_the_non_root_check_fails(user: str) -> None:
     img = image(layers=1, user=user)
@@ -238,7 +379,7 @@ def test_given_an_image_running_as_root_then_the_non_root_check_fails(user: str)
     result = check(run_checks(img, RepositoryTests(non_root=True)), "non-root user")
 
     assert not result.passed
-    assert result.detail == f"runs as {user or '(unset)'}"
+    assert result.detail == f"runs as {user or '(unset)'} on linux/amd64"
 
 
 def test_given_an_image_with_a_user_then_the_non_root_check_passes() -> None:
@@ -246,7 +387,9 @@ def test_given_an_image_with_a_user_then_the_non_root_check_passes() -> None:
 
     result = check(run_checks(img, RepositoryTests(non_root=True)), "non-root user")
 
-    assert result == CheckResult(name="non-root user", passed=True, detail="user 1000:1000")
+    assert result == CheckResult(
+        name="non-root user", passed=True, detail="user 1000:1000 on linux/amd64"
+    )
 
 
 def test_non_root_is_not_checked_unless_asked() -> None:
@@ -442,7 +585,7 @@ def test_given_a_failing_built_in_check_when_started_then_the_machine_is_not_sta
     assert machines.started == []
     assert run.status == "FAILED"
     assert not run.passed
-    assert run.summary == "failed: non-root user (runs as root)"
+    assert run.summary == "failed: non-root user (runs as root on linux/amd64)"
 
 
 def test_given_a_test_machine_when_started_then_it_runs_against_the_test_image() -> None:

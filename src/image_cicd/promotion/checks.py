@@ -99,8 +99,9 @@ def builtin_checks(
         return [content]
     results = [content]
     # The runnable images: an index's children except `docker buildx` attestation
-    # manifests (platform unknown/unknown), each with its config.
-    runnable: list[tuple[str, dict[str, Any]]] = []
+    # manifests (platform unknown/unknown), each with its config. Every check below
+    # judges each of them on its own and names the platforms it fails on.
+    runnable: list[_Platform] = []
     pairs: list[tuple[Descriptor | None, Manifest]] = list(
         zip(image.root.children, image.children, strict=True)
     ) or [(None, image.root)]
@@ -113,52 +114,108 @@ def builtin_checks(
         name = (descriptor.platform if descriptor else None) or (
             f"{doc.get('os', '?')}/{doc.get('architecture', '?')}"
         )
-        runnable.append((name, doc))
-    platforms = [name for name, _ in runnable]
-    configs = [doc for _, doc in runnable]
+        size = len(manifest.data) + sum(b.size for b in manifest.blobs)
+        runnable.append(_Platform(name, size, doc.get("config") or {}))
     if config.platforms:
-        missing = sorted(set(config.platforms) - set(platforms))
-        results.append(
-            CheckResult(
-                name="platforms",
-                passed=not missing,
-                detail=f"has {', '.join(platforms)}"
-                + (f"; missing {', '.join(missing)}" if missing else ""),
-            )
-        )
+        results.append(_platforms_check(config.platforms, [p.name for p in runnable]))
     if config.max_size_mb is not None:
-        size_mb = image.size / 1e6
-        results.append(
-            CheckResult(
-                name="size",
-                passed=size_mb <= config.max_size_mb,
-                detail=f"{size_mb:.1f} MB (limit {config.max_size_mb:g} MB)",
-            )
-        )
+        results.append(_size_check(config.max_size_mb, runnable))
     for label in config.labels:
-        without = [
-            p for p, c in runnable if label not in ((c.get("config") or {}).get("Labels") or {})
-        ]
-        results.append(
-            CheckResult(
-                name=f"label {label}",
-                passed=not without,
-                detail="present" if not without else f"missing on {', '.join(without)}",
-            )
-        )
+        results.append(_label_check(label, runnable))
     if config.non_root:
-        users = {str((c.get("config") or {}).get("User") or "") for c in configs}
-        root = sorted(u or "(unset)" for u in users if u in _ROOT_USERS)
-        results.append(
-            CheckResult(
-                name="non-root user",
-                passed=not root,
-                detail=f"user {', '.join(sorted(users))}" if not root else f"runs as {root[0]}",
-            )
-        )
+        results.append(_non_root_check(runnable))
     if config.scan is not None:
         results.append(_scan_check(scans, repository, digest, config))
     return results
+
+
+@dataclass(frozen=True)
+class _Platform:
+    """One runnable image: its platform as the index (or its config) names it, the bytes
+    a pull of it reads (manifest, config, layers) and its config's `config` section."""
+
+    name: str
+    size: int
+    config: dict[str, Any]
+
+
+def normalise_platform(platform: str) -> str:
+    """`os/architecture[/variant]` as containerd's `platforms.Normalize` writes it, so
+    that `linux/arm64` matches `linux/arm64/v8`, `linux/arm` `linux/arm/v7` and
+    `linux/amd64` `linux/amd64/v1` (containerd/platforms database.go)."""
+    os_name, _, rest = platform.lower().partition("/")
+    arch, _, variant = rest.partition("/")
+    os_name = "darwin" if os_name == "macos" else os_name
+    if arch == "i386":
+        arch, variant = "386", ""
+    elif arch in ("x86_64", "x86-64", "amd64"):
+        arch, variant = "amd64", "" if variant == "v1" else variant
+    elif arch in ("aarch64", "arm64"):
+        arch = "arm64"
+        variant = {"8": "", "v8": "", "v8.0": "", "9": "v9", "9.0": "v9", "v9.0": "v9"}.get(
+            variant, variant
+        )
+    elif arch == "armhf":
+        arch, variant = "arm", "v7"
+    elif arch == "armel":
+        arch, variant = "arm", "v6"
+    elif arch == "arm" and variant in ("", "7", "5", "6", "8"):
+        variant = f"v{variant or 7}"
+    return "/".join(part for part in (os_name, arch, variant) if part)
+
+
+def _platforms_check(required: list[str], platforms: list[str]) -> CheckResult:
+    has = {normalise_platform(p) for p in platforms}
+    missing = sorted(p for p in required if normalise_platform(p) not in has)
+    return CheckResult(
+        name="platforms",
+        passed=not missing,
+        detail=f"has {', '.join(platforms)}"
+        + (f"; missing {', '.join(missing)}" if missing else ""),
+    )
+
+
+def _size_check(limit_mb: float, platforms: list[_Platform]) -> CheckResult:
+    over = [p.name for p in platforms if p.size / 1e6 > limit_mb]
+    sizes = ", ".join(f"{p.name} {p.size / 1e6:.1f} MB" for p in platforms)
+    return CheckResult(
+        name="size",
+        passed=not over,
+        detail=f"{sizes} (limit {limit_mb:g} MB per platform)"
+        + (f"; over the limit: {', '.join(over)}" if over else ""),
+    )
+
+
+def _label_check(label: str, platforms: list[_Platform]) -> CheckResult:
+    """A label passes only with a value on every platform: an empty one is missing."""
+    labels = [(p.name, p.config.get("Labels") or {}) for p in platforms]
+    missing = [name for name, found in labels if label not in found]
+    empty = [name for name, found in labels if label in found and not found[label]]
+    problems = [
+        f"{what} on {', '.join(names)}"
+        for what, names in (("missing", missing), ("empty", empty))
+        if names
+    ]
+    return CheckResult(
+        name=f"label {label}",
+        passed=not problems,
+        detail="; ".join(problems) or "present",
+    )
+
+
+def _non_root_check(platforms: list[_Platform]) -> CheckResult:
+    by_user: dict[str, list[str]] = {}
+    for p in platforms:
+        by_user.setdefault(str(p.config.get("User") or ""), []).append(p.name)
+    root = {user: names for user, names in by_user.items() if user in _ROOT_USERS}
+    shown = [
+        f"{user or '(unset)'} on {', '.join(names)}" for user, names in (root or by_user).items()
+    ]
+    return CheckResult(
+        name="non-root user",
+        passed=not root,
+        detail=f"runs as {'; as '.join(shown)}" if root else f"user {'; '.join(shown)}",
+    )
 
 
 def _content_check(registry: RegistryClient, repository: str, image: Image) -> CheckResult:
