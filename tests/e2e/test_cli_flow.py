@@ -263,7 +263,7 @@ def test_errors_are_one_clear_line(stack: LocalStack) -> None:
         (("show", "no-such-execution"), "no execution named 'no-such-execution'"),
         (("rollback", "ecr-prod/nope", "--yes"), "is not a PROD repository"),
         (("push", "Bad/Name"), "not a valid repository name"),
-        (("approve", "no-such-execution", "--as", "x", "--wait", "0"), "is not waiting"),
+        (("approve", "no-such-execution", "--as", "x"), "no execution named 'no-such-execution'"),
     ]:
         result = cli(stack, *args)
         assert result.exit_code != 0

@@ -36,18 +36,18 @@ NO_SUCH_EXECUTION = ("ExecutionDoesNotExist", "InvalidArn", "ValidationException
 
 
 def execution_arn(stack: DeployedStack, name_or_arn: str) -> str:
-    """An execution ARN from a name of either state machine (or an ARN) that exists.
+    """An execution ARN from a name of either state machine (or an ARN) that exists,
+    or from any prefix of a name that begins exactly one execution (as git takes one
+    of a commit); a whole name wins over longer names it begins.
 
     Only "no such execution" answers mean "not this one": an endpoint that cannot be
     reached raises as it is, so that nobody is told an execution does not exist.
     """
-    from botocore.exceptions import ClientError
-
     sfn = stack.client("stepfunctions")
+    machines = (stack.promotion_arn, stack.rollback_arn)
     if name_or_arn.startswith("arn:"):
         candidates = [name_or_arn]
     else:
-        machines = (stack.promotion_arn, stack.rollback_arn)
         candidates = [execution_arn_for(m, name_or_arn) for m in machines]
     for arn in candidates:
         try:
@@ -57,6 +57,22 @@ def execution_arn(stack: DeployedStack, name_or_arn: str) -> str:
                 continue
             raise
         return arn
+    if name_or_arn and not name_or_arn.startswith("arn:"):
+        pages = (
+            page
+            for machine in machines
+            for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=machine)
+        )
+        matches = [
+            ex for page in pages for ex in page["executions"] if ex["name"].startswith(name_or_arn)
+        ]
+        if len(matches) == 1:
+            return str(matches[0]["executionArn"])
+        if matches:
+            names = ", ".join(sorted(ex["name"] for ex in matches))
+            raise OperatorError(
+                f"{name_or_arn!r} is ambiguous: it begins {len(matches)} executions: {names}"
+            )
     raise OperatorError(f"no execution named {name_or_arn!r} in stack {stack.name}")
 
 

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from image_cicd.aws.stack import DeployedStack
 
 
+# A whole row when piped: a name of up to 80 characters (Step Functions' limit), the
+# other four columns (about 45) and the borders and padding (16).
+PIPED_TABLE_WIDTH = 160
+
+
 def _executions(stack: DeployedStack, limit: int = 50) -> list[dict[str, Any]]:
     sfn = stack.client("stepfunctions")
     found = []
@@ -51,7 +56,10 @@ def executions(ctx: Context, as_json: bool, limit: int) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    out = console()
     table = Table("execution", "kind", "status", "started", "seconds")
+    if not out.is_terminal:  # piped: no terminal width to fit, so whole names
+        out.width = max(out.width, PIPED_TABLE_WIDTH)
     for r in rows:
         seconds = (r["stopDate"] - r["startDate"]).total_seconds() if r.get("stopDate") else None
         table.add_row(
@@ -61,7 +69,7 @@ def executions(ctx: Context, as_json: bool, limit: int) -> None:
             r["startDate"].strftime("%Y-%m-%d %H:%M:%S"),
             f"{seconds:.1f}" if seconds is not None else "",
         )
-    console().print(table)
+    out.print(table)
 
 
 def _status_style(status: str) -> str:
@@ -183,8 +191,9 @@ def approve(
     """Approve (or --reject) what EXECUTION waits for, through the approval endpoint."""
     from image_cicd.approvals.decisions import version_label
     from image_cicd.aws.operations import approve as decide
+    from image_cicd.aws.operations import execution_arn
 
-    name = execution.rsplit(":", 1)[-1]
+    name = execution_arn(ctx.stack, execution).rsplit(":", 1)[-1]
     approval, result = decide(
         ctx.stack,
         name,
