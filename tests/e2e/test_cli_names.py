@@ -1,6 +1,6 @@
 """End to end: execution names in the CLI. `show`, `graph` and `approve` take any
 unique prefix of a name (as git takes one of a commit); nothing cuts a name when the
-output is not a terminal."""
+output is not a terminal; the columns of `show` line up."""
 
 from __future__ import annotations
 
@@ -95,3 +95,14 @@ def test_no_name_is_cut_when_the_output_is_not_a_terminal(
         assert any(name in line for line in table), table
     listed = json.loads(ok(stack, "executions", "--json"))
     assert sorted(e["name"] for e in listed) == names
+
+
+def test_the_status_column_of_show_lines_up(stack: LocalStack, names: list[str]) -> None:
+    shown = json.loads(ok(stack, "show", names[1], "--json"))
+    statuses = {s["status"] for s in shown["states"]}
+    assert {"succeeded", "waiting"} <= statuses  # rows of different colours
+    rows = ok(stack, "show", names[1]).splitlines()[1:]
+    rows = [row for row in rows if row.startswith("  ")]
+    assert len(rows) == len(set(shown["path"]))
+    columns = {len(row) - len(row[2:].split(" ", 1)[1].lstrip()) for row in rows}
+    assert len(columns) == 1, "\n".join(rows)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 # A whole row when piped: a name of up to 80 characters (Step Functions' limit), the
 # other four columns (about 45) and the borders and padding (16).
 PIPED_TABLE_WIDTH = 160
+# The longest status of a state (`show` pads each to it so that the names line up).
+STATUS_WIDTH = len("succeeded")
 
 
 def _executions(stack: DeployedStack, limit: int = 50) -> list[dict[str, Any]]:
@@ -72,7 +74,8 @@ def executions(ctx: Context, as_json: bool, limit: int) -> None:
     out.print(table)
 
 
-def _status_style(status: str) -> str:
+def _status_style(status: str, width: int = 0) -> str:
+    """`status` in its colour as rich markup, padded to `width` visible characters."""
     colour = {
         "SUCCEEDED": "green",
         "FAILED": "red",
@@ -85,7 +88,7 @@ def _status_style(status: str) -> str:
     }
     from rich.markup import escape
 
-    return f"[{colour.get(status, 'dim')}]{escape(status)}[/]"
+    return f"[{colour.get(status, 'dim')}]{escape(status.ljust(width))}[/]"
 
 
 @click.command()
@@ -135,7 +138,9 @@ def show(ctx: Context, execution: str, as_json: bool) -> None:
         state = ex.states[name]
         timing = f"{state.seconds:.1f}s" if state.seconds is not None else ""
         note = f"  {escape(state.error)}" if state.error else ""
-        out.print(f"  {_status_style(state.status):<28} {escape(name)}  [dim]{timing}[/]{note}")
+        out.print(
+            f"  {_status_style(state.status, STATUS_WIDTH)} {escape(name)}  [dim]{timing}[/]{note}"
+        )
     if link:
         out.print(f"\nwaiting for {approval.stage} approval: {link}", markup=False)  # type: ignore[union-attr]
 
