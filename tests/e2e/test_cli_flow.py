@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 import pytest
 import requests
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from support.cli import cli, ok
 
 from image_cicd.aws.stack import DeployedStack
 from image_cicd.cli.main import main
@@ -30,18 +31,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     params = {"Repositories": "repo-1,repo-2,repo-3,repo-4,repo-5,repo-6,repo-7,repo-8"}
     with LocalStack(tmp_path_factory.mktemp("e2e"), parameters=params) as running:
         yield running
-
-
-def cli(stack: LocalStack, *args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(
-        main, ["--state-dir", str(stack.state_dir), *args], input=input, catch_exceptions=False
-    )
-
-
-def ok(stack: LocalStack, *args: str) -> str:
-    result = cli(stack, *args)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def run_count(stack: LocalStack) -> int:

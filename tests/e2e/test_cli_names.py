@@ -8,11 +8,10 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from click.testing import CliRunner, Result
+from support.cli import cli, ok
 from support.stacks import local_stack, wait_for
 
 from image_cicd.aws.stack import DeployedStack
-from image_cicd.cli.main import main
 from image_cicd.local.stack import LocalStack
 from image_cicd.registry.synthetic import build_image, push_image
 
@@ -24,18 +23,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     params = {"Repositories": ",".join(REPOSITORIES)}
     with local_stack(tmp_path_factory.mktemp("names"), params) as running:
         yield running
-
-
-def cli(stack: LocalStack, *args: str) -> Result:
-    return CliRunner().invoke(
-        main, ["--state-dir", str(stack.state_dir), *args], catch_exceptions=False
-    )
-
-
-def ok(stack: LocalStack, *args: str) -> str:
-    result = cli(stack, *args)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def waiting(stack: LocalStack, name: str) -> dict:

@@ -22,11 +22,10 @@ from typing import Any
 
 import pytest
 import requests
-from click.testing import CliRunner, Result
+from support.cli import ok
 from support.stacks import wait_for
 
 from image_cicd.aws.stack import DeployedStack
-from image_cicd.cli.main import main
 from image_cicd.local.stack import LocalStack
 
 AWS = str(Path(sys.executable).with_name("aws"))
@@ -38,18 +37,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     params = {"Repositories": "repo-1,repo-2"}
     with LocalStack(tmp_path_factory.mktemp("like-aws"), parameters=params) as running:
         yield running
-
-
-def cli(stack: LocalStack, *args: str) -> Result:
-    return CliRunner().invoke(
-        main, ["--state-dir", str(stack.state_dir), *args], catch_exceptions=False
-    )
-
-
-def ok(stack: LocalStack, *args: str) -> str:
-    result = cli(stack, *args)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def exports(stack: LocalStack) -> dict[str, str]:
